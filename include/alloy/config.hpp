@@ -1,0 +1,19 @@
+// Compile-time configuration.
+//
+// ALLOY_FORCE_SCALAR: define (to 1) before including any alloy header to build every kernel
+// with its scalar path instead of xsimd batches. Tests compare the two; results are
+// identical element by element (kernels use no fused multiply-add and process the same
+// elements in the scalar tail whatever the chunking).
+#pragma once
+
+#include <cstddef>
+
+#ifndef ALLOY_FORCE_SCALAR
+#define ALLOY_FORCE_SCALAR 0
+#endif
+
+namespace alloy {
+// Elements per work item when a tensor is split across threads. A multiple of every SIMD
+// width, so chunk boundaries never move an element between the SIMD body and the scalar tail.
+inline constexpr std::size_t parallel_chunk = std::size_t{1} << 18;
+}

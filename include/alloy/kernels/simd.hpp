@@ -1,0 +1,47 @@
+// The one header that includes xsimd. Every SIMD operation alloy uses goes through here,
+// because xsimd 8.1 (Debian bookworm) lacks newer names and because ALLOY_FORCE_SCALAR
+// swaps the batch type for the plain scalar.
+//
+// vec<C> is the batch of compute type C (float or double) for the consumer's compile flags
+// (xsimd::default_arch), or C itself when ALLOY_FORCE_SCALAR is set. Kernel functors are
+// written once, generically over V = vec<C> or V = C, using only the overloads below and
+// the arithmetic operators, so the scalar tail computes bit for bit what the SIMD body does.
+// No fused multiply-add anywhere: fusing would make the body and the tail round differently.
+#pragma once
+
+#include <alloy/config.hpp>
+
+#include <cmath>
+#include <cstddef>
+
+#if !ALLOY_FORCE_SCALAR
+#include <xsimd/xsimd.hpp>
+#endif
+
+namespace alloy::kernels {
+
+#if ALLOY_FORCE_SCALAR
+template <class C>
+using vec = C;
+template <class C>
+inline constexpr std::size_t width = 1;
+template <class C>
+inline vec<C> load(const C* p) noexcept { return *p; }
+template <class C>
+inline void store(C* p, vec<C> v) noexcept { *p = v; }
+#else
+template <class C>
+using vec = xsimd::batch<C>;
+template <class C>
+inline constexpr std::size_t width = xsimd::batch<C>::size;
+template <class C>
+inline vec<C> load(const C* p) noexcept { return xsimd::load_unaligned(p); }
+template <class C>
+inline void store(C* p, const vec<C>& v) noexcept { v.store_unaligned(p); }
+#endif
+
+// The widest batch of any compute type, for sizing scratch buffers and chunks.
+inline constexpr std::size_t max_width = width<float> > width<double> ? width<float> : width<double>;
+static_assert(parallel_chunk % max_width == 0);
+
+}  // namespace alloy::kernels
