@@ -223,7 +223,7 @@ TEST_CASE("bf16 keeps NaN: sign, quiet bit and top payload bits", "[bf16]") {
       const std::uint16_t b = alloy::float_to_bf16(float_from_bits(u));
       const bool ok = is_nan_pattern(b) && (b >> 15) == (u >> 31) && (b & 0x0040) != 0 &&
                       (b & 0x003f) == ((u >> 16) & 0x003f);
-      bad += ok ? 0 : 1;
+      bad += ok ? 0u : 1u;
     }
   }
   CHECK(bad == 0);
@@ -274,7 +274,7 @@ TEST_CASE("bf16 from random floats and doubles matches the reference rounding", 
     mismatches bad;
     for (int i = 0; i < 200000; ++i) {
       const auto r = rng();
-      // 8 to 11 significant bits, plus sometimes a far-away sticky bit: ties and traps.
+      // At most 11 significant bits, sometimes plus a far-away sticky bit: ties and traps.
       const int e = static_cast<int>((r >> 52) % 270) - 140;
       const double m = 1.0 + static_cast<double>((r >> 20) & 0x3ff) * 0x1p-10 +
                        (((r >> 40) & 3) == 0 ? 0x1p-45 * ((r >> 42) & 1 ? 1.0 : -1.0) : 0.0);

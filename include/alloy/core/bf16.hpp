@@ -19,7 +19,7 @@ namespace detail {
 // floating-point operation, which then blocks vectorization).
 constexpr std::uint32_t mask_if(bool c) noexcept { return 0u - static_cast<std::uint32_t>(c); }
 
-constexpr std::uint32_t select(bool c, std::uint32_t a, std::uint32_t b) noexcept {
+constexpr std::uint32_t bit_select(bool c, std::uint32_t a, std::uint32_t b) noexcept {
   const std::uint32_t m = mask_if(c);
   return (a & m) | (b & ~m);
 }
@@ -27,21 +27,29 @@ constexpr std::uint32_t select(bool c, std::uint32_t a, std::uint32_t b) noexcep
 // double -> float rounded to odd: truncate toward zero, then set the last bit if anything
 // was lost. Rounding that result to nearest even at <= 22 bits gives the correctly rounded
 // value of the double (float keeps >= 2 extra bits over bf16 and fp16 at every exponent
-// either can represent), so narrowing a double through it avoids double rounding. NaN
-// passes through as NaN; a double beyond the float range becomes +-FLT_MAX (odd), which
-// still rounds to Inf in both 16-bit formats.
+// either can represent), so narrowing a double through it avoids double rounding. A double
+// beyond the float range becomes +-FLT_MAX (odd), which still rounds to Inf in both 16-bit
+// formats; Inf and NaN pass through.
 //
-// Correct under any rounding mode: only whether the hardware rounded away from zero is
-// used. Under flush-to-zero (-ffast-math), float subnormal results flush, which affects
-// only double -> bf16 for |d| < 2^-126.
+// The rounding error d - f is exact (Sterbenz), and only its sign and whether it is zero
+// matter. Carrying those in a float scaled by 2^100 keeps every mask 32 bits wide, which
+// lets GCC vectorize double -> 16-bit loops on plain SSE2 (64-bit double compares mixed
+// with 32-bit lanes do not). The scaled error stays nonzero for |d| >= 2^-140; below that
+// the sticky bit may be lost, which is harmless because both 16-bit formats round such
+// values to zero anyway. So the result is a true round-to-odd wherever it matters.
+//
+// Correct under any rounding mode: only the direction the hardware rounded is used. Under
+// flush-to-zero (-ffast-math), float subnormal results flush, which affects only
+// double -> bf16 for |d| < 2^-126.
 constexpr float round_to_odd_float(double d) noexcept {
   const float f = static_cast<float>(d);
-  const double back = static_cast<double>(f);
-  const bool inexact = (back != d) & (d == d);   // NaN != NaN is not a rounding
-  const bool away = (back > d) != (d < 0.0);     // only meaningful when inexact
+  const double err = d - static_cast<double>(f);  // exact; -+Inf on overflow, NaN for Inf/NaN
+  const std::uint32_t e = std::bit_cast<std::uint32_t>(static_cast<float>(err * 0x1p100));
   std::uint32_t bits = std::bit_cast<std::uint32_t>(f);
-  bits -= static_cast<std::uint32_t>(inexact & away);   // magnitude one step toward zero
-  bits |= static_cast<std::uint32_t>(inexact);          // sticky bit
+  const bool inexact = (e & 0x7fffffffu) - 1u < 0x7f800000u;     // 0 < |e| <= Inf
+  const bool away = inexact & (((e ^ bits) >> 31) != 0u);         // error opposes the value
+  bits -= static_cast<std::uint32_t>(away);     // magnitude one step toward zero: truncation
+  bits |= static_cast<std::uint32_t>(inexact);  // sticky bit
   return std::bit_cast<float>(bits);
 }
 
@@ -64,7 +72,7 @@ constexpr std::uint16_t float_to_bf16(float f) noexcept {
   const std::uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
   const std::uint32_t quiet_nan = (u >> 16) | 0x0040u;
   const bool is_nan = (u & 0x7fffffffu) > 0x7f800000u;
-  return static_cast<std::uint16_t>(detail::select(is_nan, quiet_nan, rounded));
+  return static_cast<std::uint16_t>(detail::bit_select(is_nan, quiet_nan, rounded));
 }
 
 // double -> bf16 bits, correctly rounded (nearest, ties to even) in one step: no double

@@ -10,7 +10,7 @@
 #include <bit>
 #include <cstdint>
 
-#include "alloy/core/bf16.hpp"  // detail::select, detail::round_to_odd_float
+#include "alloy/core/bf16.hpp"  // detail::bit_select, detail::round_to_odd_float
 
 namespace alloy {
 
@@ -27,8 +27,8 @@ constexpr float fp16_to_float(std::uint16_t h) noexcept {
   // count-leading-zeros normalisation it vectorizes on plain SSE2.
   const std::uint32_t subnormal =
       std::bit_cast<std::uint32_t>(static_cast<float>(static_cast<std::int32_t>(em)) * 0x1p-24f);
-  std::uint32_t r = detail::select(em < 0x0400u, subnormal, normal);
-  r = detail::select(em >= 0x7c00u, inf_nan, r);
+  std::uint32_t r = detail::bit_select(em < 0x0400u, subnormal, normal);
+  r = detail::bit_select(em >= 0x7c00u, inf_nan, r);
   return std::bit_cast<float>(sign | r);
 }
 
@@ -50,9 +50,9 @@ constexpr std::uint16_t float_to_fp16(float f) noexcept {
   const std::uint32_t subnormal =
       std::bit_cast<std::uint32_t>(std::bit_cast<float>(a) + 0.5f) - 0x3f000000u;
   const std::uint32_t quiet_nan = 0x7e00u | ((a >> 13) & 0x03ffu);
-  std::uint32_t r = detail::select(a >= 0x38800000u, normal, subnormal);
-  r = detail::select(a >= 0x477ff000u, 0x7c00u, r);
-  r = detail::select(a > 0x7f800000u, quiet_nan, r);
+  std::uint32_t r = detail::bit_select(a >= 0x38800000u, normal, subnormal);
+  r = detail::bit_select(a >= 0x477ff000u, 0x7c00u, r);
+  r = detail::bit_select(a > 0x7f800000u, quiet_nan, r);
   return static_cast<std::uint16_t>(sign | r);
 }
 

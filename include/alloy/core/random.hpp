@@ -100,14 +100,18 @@ class counter_rng {
   // never depend on how a caller splits a range. One Philox call per 4 outputs.
   constexpr void fill_uniform(std::uint64_t first, float* out, std::size_t n) const noexcept {
     if (n == 0) return;
+    // Block indices wrap at 2^62, as index / 4 does when the index wraps at 2^64.
+    constexpr std::uint64_t block_mask = ~std::uint64_t{0} >> 2;
     std::uint64_t b = first >> 2;
     std::size_t w = static_cast<std::size_t>(first & 3u);
     if (w != 0) {  // head: finish the partly used first block
-      const auto r = block(b++);
+      const auto r = block(b);
+      b = (b + 1) & block_mask;
       for (; w < 4 && n != 0; ++w, --n) *out++ = to_uniform(r[w]);
     }
     for (; n >= 4; n -= 4, out += 4) {
-      const auto r = block(b++);
+      const auto r = block(b);
+      b = (b + 1) & block_mask;
       for (std::size_t k = 0; k < 4; ++k) out[k] = to_uniform(r[k]);
     }
     if (n != 0) {  // tail

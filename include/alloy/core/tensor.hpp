@@ -5,7 +5,9 @@
 //      shape(t)); adapters/xtensor.hpp and adapters/eigen.hpp provide some;
 //   2. a std::ranges::contiguous_range && sized_range whose value type is a storage_scalar.
 // Nothing else. A type with only data() and size() may be strided (xtensor views, Eigen
-// maps with strides) and is never read as contiguous.
+// maps with strides) and is never read as contiguous. A view that is a contiguous range
+// (xt::row(x, i), xt::view(x, i) of a row-major container: pointer iterators) is a tensor,
+// read from its begin().
 //
 // tensor_like<T>: as_span accepts a const T. Models: std::vector<float>, std::array<bf16, 4>,
 //   std::span<const double>, float[8], xt::xtensor<float, 2> (with the adapter).
@@ -24,6 +26,7 @@
 
 #include <concepts>
 #include <cstddef>
+#include <memory>
 #include <ranges>
 #include <span>
 #include <type_traits>
@@ -56,7 +59,9 @@ struct as_span_fn {
       using traits = tensor_traits<std::remove_cv_t<T>>;
       return std::span(traits::data(t), static_cast<std::size_t>(traits::size(t)));
     } else {
-      return std::span(std::ranges::data(t), std::ranges::size(t));
+      // Not ranges::data: xtensor's contiguous views are ranges of pointers whose member
+      // data() is their container's start, not theirs. A contiguous range starts at begin().
+      return std::span(std::to_address(std::ranges::begin(t)), std::ranges::size(t));
     }
   }
 };

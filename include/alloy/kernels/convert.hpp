@@ -42,6 +42,23 @@ constexpr D convert_one(S x) noexcept {
   }
 }
 
+// The loop. __restrict on the parameters (GCC 12 did not use it on local pointers) lets the
+// vectorizer skip a runtime overlap check: bf16 and fp16 both store through uint16_t, so
+// type-based alias analysis cannot separate them, and GCC 12 at -O2 vectorizes nothing
+// that needs such a check.
+template <class S, class D>
+void convert_loop(const S* __restrict in, D* __restrict out, std::size_t n) noexcept {
+  // Fixed-size blocks: GCC 12 at -O2 vectorizes only loops whose trip count is a known
+  // multiple of the vector width, so a constant inner loop vectorizes at -O2 as well as at
+  // -O3 (and with clang); the scalar tail handles the rest.
+  constexpr std::size_t block = 32;
+  std::size_t i = 0;
+  for (; i + block <= n; i += block) {
+    for (std::size_t j = 0; j < block; ++j) out[i + j] = convert_one<S, D>(in[i + j]);
+  }
+  for (; i < n; ++i) out[i] = convert_one<S, D>(in[i]);
+}
+
 }  // namespace detail
 
 // out[i] = in[i] converted, for i < n; S and D each one of float, double, bf16, fp16.
@@ -56,21 +73,7 @@ void convert_n(const S* in, D* out, std::size_t n) noexcept {
   if constexpr (std::is_same_v<S, D>) {
     if (in != out) std::memcpy(out, in, n * sizeof(S));
   } else {
-    // restrict: lets the vectorizer skip the runtime overlap check (bf16 and fp16 both
-    // store through uint16_t, so type-based alias analysis cannot separate them).
-    const S* __restrict src = in;
-    D* __restrict dst = out;
-    // Fixed-size blocks: GCC 12 at -O2 vectorizes only loops whose trip count is a known
-    // multiple of the vector width, so a constant inner loop vectorizes at -O2 as well as
-    // -O3 (and with clang); the scalar tail handles the rest.
-    constexpr std::size_t block = 32;
-    std::size_t i = 0;
-    for (; i + block <= n; i += block) {
-      for (std::size_t j = 0; j < block; ++j) {
-        dst[i + j] = detail::convert_one<S, D>(src[i + j]);
-      }
-    }
-    for (; i < n; ++i) dst[i] = detail::convert_one<S, D>(src[i]);
+    detail::convert_loop(in, out, n);
   }
 }
 

@@ -2,7 +2,8 @@
 //
 // Without a base (inputs x_0..x_{n-1}):  r = sum_i w_i x_i, then r / divisor if `divide`.
 // With a base (inputs b, x_0..x_{n-1}):  r = sum_i w_i (x_i - b), then r / divisor if
-//   `divide`, then r * lambda if `scale`; the result is b + r.
+//   `divide`, then r * lambda if `scale`; the result is b + r, or r alone when !add_base
+//   (the merged task vector, as peft returns it).
 // The order of operations is mergekit's (its `linear` and `task_arithmetic`), so a float
 // merge rounds as mergekit's float32 merge does: accumulate from i = 0, divide, scale, add.
 #pragma once
@@ -20,6 +21,7 @@ struct linear_combination {
   C divisor = 1;
   bool scale = false;
   C lambda = 1;
+  bool add_base = true;
 
   template <class P>
   auto operator()(const P& x) const noexcept {
@@ -31,7 +33,7 @@ struct linear_combination {
     for (std::size_t i = 1; i < weights.size(); ++i) acc = acc + term(i);
     if (divide) acc = acc / V(divisor);
     if (scale) acc = acc * V(lambda);
-    return has_base ? base + acc : acc;
+    return has_base && add_base ? base + acc : acc;
   }
 };
 

@@ -35,16 +35,22 @@ struct sink {
 };
 
 inline constexpr std::size_t stream_scratch_bytes = 64 * 1024;
-// Enough room for one tile of W elements per input plus the output, in double.
-inline constexpr std::size_t max_stream_inputs = stream_scratch_bytes / (8 * max_width) - 1;
+// Fixed whatever the SIMD width, so the limit users see does not depend on compile flags;
+// the scratch holds a tile of at least W elements per input plus the output, in double.
+inline constexpr std::size_t max_stream_inputs = 255;
+static_assert(stream_scratch_bytes / sizeof(double) / (max_stream_inputs + 1) >= width<double>);
+static_assert(stream_scratch_bytes / sizeof(float) / (max_stream_inputs + 1) >= width<float>);
 
-// A view of input row i at the current position, as a batch or as a scalar.
+// A view of input row i at the current position, as a batch or as a scalar. index() is the
+// element index (within the tensor) of the scalar or of the batch's first lane.
 template <class C>
 struct batch_pack {
   const C* const* rows;
   std::size_t n;
   std::size_t j;
+  std::size_t first;
   std::size_t size() const noexcept { return n; }
+  std::size_t index() const noexcept { return first + j; }
   vec<C> operator[](std::size_t i) const noexcept { return load(rows[i] + j); }
 };
 template <class C>
@@ -52,7 +58,9 @@ struct scalar_pack {
   const C* const* rows;
   std::size_t n;
   std::size_t j;
+  std::size_t first;
   std::size_t size() const noexcept { return n; }
+  std::size_t index() const noexcept { return first + j; }
   C operator[](std::size_t i) const noexcept { return rows[i][j]; }
 };
 
@@ -102,8 +110,8 @@ void stream(const source* in, std::size_t n_in, sink out, std::size_t begin, std
     }
     C* dst = out.type == dtype_of<C> ? static_cast<C*>(out.data) + pos : slot;
     const std::size_t body = len / W * W;
-    for (std::size_t j = 0; j < body; j += W) store(dst + j, f(batch_pack<C>{rows, n_in, j}));
-    for (std::size_t j = body; j < len; ++j) dst[j] = f(scalar_pack<C>{rows, n_in, j});
+    for (std::size_t j = 0; j < body; j += W) store(dst + j, f(batch_pack<C>{rows, n_in, j, pos}));
+    for (std::size_t j = body; j < len; ++j) dst[j] = f(scalar_pack<C>{rows, n_in, j, pos});
     if (out.type != dtype_of<C>) narrow(dst, out, pos, len);
   }
 }

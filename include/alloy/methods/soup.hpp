@@ -45,11 +45,17 @@ struct soup_options {
 
 namespace detail {
 
-// Validated weights as both compute types, and the divisor.
+// Validated weights as both compute types, and the divisor sum_i w_i summed in each compute
+// type from index 0 up, as mergekit's `weights.sum()` in float32 does.
 struct linear_weights {
   std::vector<float> f;
   std::vector<double> d;
-  double divisor = 1;
+  float divisor_f = 1;
+  double divisor_d = 1;
+
+  explicit linear_weights(std::span<const double> w)
+      : f(w.begin(), w.end()), d(w.begin(), w.end()),
+        divisor_f(std::accumulate(f.begin(), f.end(), 0.0f)), divisor_d(std::accumulate(d.begin(), d.end(), 0.0)) {}
 
   template <class C>
   std::span<const C> get() const noexcept {
@@ -58,26 +64,29 @@ struct linear_weights {
     else
       return d;
   }
+  template <class C>
+  C divisor() const noexcept {
+    if constexpr (std::is_same_v<C, float>)
+      return divisor_f;
+    else
+      return divisor_d;
+  }
 };
 
 inline linear_weights weighted_average_weights(const char* method, std::span<const double> w, std::size_t models,
                                                bool normalize) {
   check_model_count(method, models, 1, kernels::max_stream_inputs);
   check_weights(method, w, models);
-  linear_weights lw{std::vector<float>(w.begin(), w.end()), std::vector<double>(w.begin(), w.end()), 1};
-  if (normalize) {
-    // The divisor is the sum of the weights as the compute type adds them.
-    lw.divisor = std::accumulate(w.begin(), w.end(), 0.0);
-    if (lw.divisor == 0)
-      throw error(errc::invalid_argument, std::string(method) +
-                                              ": the weights sum to 0, so they cannot be normalized (set normalize = false)");
-  }
+  linear_weights lw(w);
+  if (normalize && (lw.divisor_d == 0 || lw.divisor_f == 0))
+    throw error(errc::invalid_argument, std::string(method) +
+                                            ": the weights sum to 0, so they cannot be normalized (set normalize = false)");
   return lw;
 }
 
 template <class C>
 kernels::linear_combination<C> average_kernel(const linear_weights& lw, bool normalize) {
-  return {lw.get<C>(), false, normalize, static_cast<C>(lw.divisor), false, C(1)};
+  return {lw.get<C>(), false, normalize, lw.divisor<C>(), false, C(1)};
 }
 
 inline void weighted_average_tensor(const char* method, std::span<const tensor_view> models, std::span<const double> w,

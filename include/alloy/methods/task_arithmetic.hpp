@@ -21,9 +21,14 @@
 
 namespace alloy {
 
+// What a task-vector merge writes: the merged model, or the merged task vector alone
+// (theta - theta_base, as peft's merge utilities return it).
+enum class merge_output { merged, delta };
+
 struct task_arithmetic_options {
   double lambda = 1.0;                  // scales the merged task vector
   bool normalize = false;               // divide by sum_i w_i (|sum| < 1e-8 counts as 1)
+  merge_output output = merge_output::merged;
   std::optional<dtype> out_dtype = {};  // model level: default the base model's dtype
   execution exec = {};
 };
@@ -36,17 +41,17 @@ inline linear_weights task_arithmetic_weights(std::span<const double> w, std::si
   check_model_count(method, models, 1, kernels::max_stream_inputs - 1);
   check_weights(method, w, models);
   check_finite(method, "lambda", o.lambda);
-  linear_weights lw{std::vector<float>(w.begin(), w.end()), std::vector<double>(w.begin(), w.end()), 1};
-  if (o.normalize) {
-    lw.divisor = std::accumulate(w.begin(), w.end(), 0.0);
-    if (std::abs(lw.divisor) < 1e-8) lw.divisor = 1;
-  }
+  linear_weights lw(w);
+  // mergekit's guard against dividing by a (near) zero sum.
+  if (std::abs(lw.divisor_f) < 1e-8f) lw.divisor_f = 1;
+  if (std::abs(lw.divisor_d) < 1e-8) lw.divisor_d = 1;
   return lw;
 }
 
 template <class C>
 kernels::linear_combination<C> task_kernel(const linear_weights& lw, const task_arithmetic_options& o) {
-  return {lw.get<C>(), true, o.normalize, static_cast<C>(lw.divisor), o.lambda != 1.0, static_cast<C>(o.lambda)};
+  return {lw.get<C>(), true, o.normalize, lw.divisor<C>(), o.lambda != 1.0, static_cast<C>(o.lambda),
+          o.output == merge_output::merged};
 }
 
 }  // namespace detail

@@ -44,7 +44,7 @@ void run_elementwise(std::span<const elementwise_job> jobs, const execution& ex,
   for (std::size_t j = 0; j < jobs.size(); ++j)
     for (std::size_t s = 0; s < jobs[j].out.size; s += parallel_chunk) items.emplace_back(j, s);
   parallel_for(items.size(), ex, [&](std::size_t k) {
-    const auto [j, first] = items[k];
+    const std::size_t j = items[k].first, first = items[k].second;  // clang 14 cannot capture bindings
     const elementwise_job& job = jobs[j];
     const std::size_t last = std::min(job.out.size, first + parallel_chunk);
     std::array<kernels::source, kernels::max_stream_inputs> src;
