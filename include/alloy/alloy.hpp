@@ -10,9 +10,14 @@
 #include <alloy/core/execution.hpp>
 #include <alloy/core/fp16.hpp>
 #include <alloy/core/matrix_ref.hpp>
+#include <alloy/core/preset.hpp>
 #include <alloy/core/random.hpp>
 #include <alloy/core/tensor.hpp>
 #include <alloy/core/tensor_set.hpp>
 
+#include <alloy/methods/magnitude_prune.hpp>
 #include <alloy/methods/soup.hpp>
 #include <alloy/methods/task_arithmetic.hpp>
+#include <alloy/methods/ties.hpp>
+
+#include <alloy/align/linear_assignment.hpp>

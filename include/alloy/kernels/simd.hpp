@@ -40,6 +40,20 @@ template <class C>
 inline void store(C* p, const vec<C>& v) noexcept { v.store_unaligned(p); }
 #endif
 
+// kernels::select(mask, a, b) (call it qualified: xsimd::select is found by ADL): a where mask, else b; for scalars (mask bool, or the int that bool
+// operators give) and for batches (mask from a comparison of batches).
+template <class C>
+inline C select(bool m, C a, C b) noexcept {
+  return m ? a : b;
+}
+#if !ALLOY_FORCE_SCALAR
+template <class C, class A>
+inline xsimd::batch<C, A> select(const xsimd::batch_bool<C, A>& m, const xsimd::batch<C, A>& a,
+                                 const xsimd::batch<C, A>& b) noexcept {
+  return xsimd::select(m, a, b);
+}
+#endif
+
 // The widest batch of any compute type, for sizing scratch buffers and chunks.
 inline constexpr std::size_t max_width = width<float> > width<double> ? width<float> : width<double>;
 static_assert(parallel_chunk % max_width == 0);

@@ -1,0 +1,187 @@
+// Read-only memory mapping of a whole file (POSIX), and the small file-descriptor helpers
+// the writers share.
+//
+// mapped_file maps a regular file PROT_READ / MAP_PRIVATE and unmaps it on destruction; it
+// is movable, not copyable. An empty file has an empty bytes() span and no mapping. Every
+// failure throws alloy::error(errc::io_error) naming the path and the system's reason.
+//
+// The mapping reflects the file: if another process truncates the file while it is mapped,
+// touching the lost pages raises SIGBUS. alloy only maps files it reads as inputs; do not
+// rewrite a checkpoint while it is being merged.
+//
+// Resident memory: pages of a file mapping that were touched count in the process's
+// resident set (as file-backed, reclaimable pages) until they are unmapped or released.
+// A streaming reader calls release() on the ranges it has finished with to keep the
+// resident set bounded, and prefetch() on the ranges it is about to read.
+#pragma once
+
+#include <alloy/error.hpp>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <utility>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace alloy::io {
+
+namespace detail {
+
+inline std::string system_reason(int err) { return std::strerror(err); }
+
+[[noreturn]] inline void throw_io(const std::string& what, const std::filesystem::path& path, int err) {
+  throw error(errc::io_error, what + " '" + path.string() + "': " + system_reason(err));
+}
+
+// An owned file descriptor.
+class unique_fd {
+ public:
+  unique_fd() = default;
+  explicit unique_fd(int fd) noexcept : fd_(fd) {}
+  unique_fd(unique_fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  unique_fd& operator=(unique_fd&& o) noexcept {
+    if (this != &o) {
+      reset();
+      fd_ = std::exchange(o.fd_, -1);
+    }
+    return *this;
+  }
+  unique_fd(const unique_fd&) = delete;
+  unique_fd& operator=(const unique_fd&) = delete;
+  ~unique_fd() { reset(); }
+
+  int get() const noexcept { return fd_; }
+  explicit operator bool() const noexcept { return fd_ >= 0; }
+  void reset() noexcept {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+  // Closes and reports the error close() returned (0 when none): a write error on some file
+  // systems appears only here.
+  int close() noexcept {
+    if (fd_ < 0) return 0;
+    const int r = ::close(std::exchange(fd_, -1));
+    return r == 0 ? 0 : errno;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// Writes all of data at offset, retrying short writes and EINTR; returns 0 or an errno.
+inline int pwrite_all(int fd, const std::byte* data, std::size_t n, std::uint64_t offset) noexcept {
+  while (n > 0) {
+    const std::size_t step = n < (std::size_t{1} << 30) ? n : (std::size_t{1} << 30);
+    const ssize_t w = ::pwrite(fd, data, step, static_cast<off_t>(offset));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    if (w == 0) return EIO;
+    data += w;
+    n -= static_cast<std::size_t>(w);
+    offset += static_cast<std::uint64_t>(w);
+  }
+  return 0;
+}
+
+// fsync on the directory holding path, so that a rename into it survives a power loss.
+// Best effort (some file systems refuse fsync on directories): it runs after the rename,
+// when the output is complete and an error could not be undone anyway.
+inline void sync_parent_directory(const std::filesystem::path& path) noexcept {
+  std::filesystem::path dir = path.parent_path();
+  if (dir.empty()) dir = ".";
+  unique_fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (fd) (void)::fsync(fd.get());
+}
+
+}  // namespace detail
+
+class mapped_file {
+ public:
+  mapped_file() = default;
+
+  explicit mapped_file(std::filesystem::path path) : path_(std::move(path)) {
+    detail::unique_fd fd(::open(path_.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) detail::throw_io("cannot open", path_, errno);
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) detail::throw_io("cannot stat", path_, errno);
+    if (S_ISDIR(st.st_mode)) detail::throw_io("cannot map", path_, EISDIR);
+    if (!S_ISREG(st.st_mode))
+      throw error(errc::io_error, "cannot map '" + path_.string() + "': not a regular file");
+    size_ = static_cast<std::size_t>(st.st_size);
+    if (size_ == 0) return;
+    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd.get(), 0);
+    if (p == MAP_FAILED) detail::throw_io("cannot map", path_, errno);
+    data_ = static_cast<const std::byte*>(p);
+    // The mapping outlives the descriptor, which unique_fd closes here.
+  }
+
+  mapped_file(mapped_file&& o) noexcept
+      : path_(std::move(o.path_)), data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+  mapped_file& operator=(mapped_file&& o) noexcept {
+    if (this != &o) {
+      unmap();
+      path_ = std::move(o.path_);
+      data_ = std::exchange(o.data_, nullptr);
+      size_ = std::exchange(o.size_, 0);
+    }
+    return *this;
+  }
+  mapped_file(const mapped_file&) = delete;
+  mapped_file& operator=(const mapped_file&) = delete;
+  ~mapped_file() { unmap(); }
+
+  const std::filesystem::path& path() const noexcept { return path_; }
+  std::span<const std::byte> bytes() const noexcept { return {data_, size_}; }
+  const std::byte* data() const noexcept { return data_; }
+  std::size_t size() const noexcept { return size_; }
+
+  // Hints (madvise) over a sub-range of bytes(); ranges outside the mapping are clipped and
+  // failures ignored: they only change performance.
+  void advise_sequential() const noexcept { advise(bytes(), MADV_SEQUENTIAL); }
+  void prefetch(std::span<const std::byte> range) const noexcept { advise(range, MADV_WILLNEED); }
+  // Drops the pages of range from this process's resident set; the file's contents stay in
+  // the page cache and are read again, unchanged, if touched later.
+  void release(std::span<const std::byte> range) const noexcept { advise(range, MADV_DONTNEED); }
+
+ private:
+  void advise(std::span<const std::byte> range, int advice) const noexcept {
+    if (!data_ || range.empty()) return;
+    const auto base = reinterpret_cast<std::uintptr_t>(data_);
+    auto lo = reinterpret_cast<std::uintptr_t>(range.data());
+    auto hi = lo + range.size();
+    if (lo < base) lo = base;
+    if (hi > base + size_) hi = base + size_;
+    if (lo >= hi) return;
+    const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+    if (advice == MADV_DONTNEED) {
+      // Only whole pages inside the range: never drop a neighbour's partial page in use.
+      lo = (lo + page - 1) / page * page;
+      hi = hi / page * page;
+      if (lo >= hi) return;
+    } else {
+      lo = lo / page * page;
+    }
+    ::madvise(reinterpret_cast<void*>(lo), hi - lo, advice);
+  }
+  void unmap() noexcept {
+    if (data_) ::munmap(const_cast<std::byte*>(data_), size_);
+    data_ = nullptr;
+    size_ = 0;
+  }
+
+  std::filesystem::path path_;
+  const std::byte* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+}  // namespace alloy::io

@@ -1,0 +1,80 @@
+// Per-element functor combining sparsified task vectors: the last step of TIES, DARE,
+// Breadcrumbs, DELLA and magnitude pruning.
+//
+// Inputs: row 0 the base b, rows 1..N the task vectors t_i already masked and rescaled.
+// With weights w_i and v_i = w_i t_i:
+//   linear:  mixed = sum_i v_i
+//   ties:    u_i = v_i when the vote is weighted (mergekit), t_i otherwise (peft, paper);
+//            vote s = sum_i u_i (consensus sum) or sum_i sign(u_i) (count);
+//            elected sign + when s > 0, and when s == 0 if zero_vote_positive;
+//            agree_i = u_i > 0 under +, u_i < 0 under - (a zero never agrees);
+//            mixed = sum_i [agree_i] v_i, and the denominator is sum_i [agree_i] w_i
+//            (weight_sum; 0 becomes 1, as mergekit does) or the count of agreeing entries
+//            (at least 1, as peft and the paper clamp).
+//   then mixed / denominator when `divide` (for linear: sum_i w_i, |sum| < 1e-8 as 1),
+//   mixed * lambda when `scale`, and b + mixed unless only the task vector is wanted.
+// Sums run over models 0..N-1 in order, so the result does not depend on chunking.
+#pragma once
+
+#include <alloy/kernels/simd.hpp>
+
+#include <cstddef>
+#include <span>
+
+namespace alloy::kernels {
+
+enum class combine_kind : unsigned char { linear, ties };
+enum class vote_denominator : unsigned char { weight_sum, count };
+
+template <class C>
+struct task_vector_combine {
+  std::span<const C> weights;
+  combine_kind kind = combine_kind::linear;
+  bool weighted_vote = true;        // ties: vote on w_i t_i (mergekit) or on t_i
+  bool count_vote = false;          // ties: sum of signs instead of sum of values
+  bool zero_vote_positive = true;   // ties: a vote of exactly 0 elects +
+  vote_denominator denominator = vote_denominator::weight_sum;
+  bool divide = false;
+  C linear_divisor = 1;             // linear: the divisor when `divide`
+  bool scale = false;
+  C lambda = 1;
+  bool add_base = true;
+
+  template <class P>
+  auto operator()(const P& x) const noexcept {
+    using V = decltype(x[0]);
+    const std::size_t n = weights.size();
+    const V zero(C(0)), one(C(1));
+    V mixed = zero;
+    if (kind == combine_kind::linear) {
+      mixed = x[1] * V(weights[0]);
+      for (std::size_t i = 1; i < n; ++i) mixed = mixed + x[1 + i] * V(weights[i]);
+      if (divide) mixed = mixed / V(linear_divisor);
+    } else {
+      V vote = zero;
+      for (std::size_t i = 0; i < n; ++i) {
+        const V u = weighted_vote ? x[1 + i] * V(weights[i]) : x[1 + i];
+        vote = vote + (count_vote ? kernels::select(u > zero, one, zero) - kernels::select(u < zero, one, zero) : u);
+      }
+      const auto positive = zero_vote_positive ? vote >= zero : vote > zero;
+      V denom = zero;
+      for (std::size_t i = 0; i < n; ++i) {
+        const V t = x[1 + i];
+        const V v = t * V(weights[i]);
+        const V u = weighted_vote ? v : t;
+        const auto agree = kernels::select(positive, kernels::select(u > zero, one, zero), kernels::select(u < zero, one, zero));
+        mixed = mixed + kernels::select(agree > zero, v, zero);
+        denom = denom + (denominator == vote_denominator::count ? agree : agree * V(weights[i]));
+      }
+      if (divide) {
+        // weight_sum: a zero sum becomes 1 (mergekit); count: at least 1 (peft, paper).
+        denom = kernels::select(denom == zero, one, denom);
+        mixed = mixed / denom;
+      }
+    }
+    if (scale) mixed = mixed * V(lambda);
+    return add_base ? x[0] + mixed : mixed;
+  }
+};
+
+}  // namespace alloy::kernels

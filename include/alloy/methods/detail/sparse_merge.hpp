@@ -1,0 +1,433 @@
+// The engine behind the sparsifying merges (TIES, DARE, Breadcrumbs, DELLA, magnitude
+// pruning).
+//
+// Task vectors tau_i = theta_i - theta_base are never stored whole. Every pass recomputes
+// them tile by tile (tiles of sparse_tile elements, inside work items of parallel_chunk
+// elements at fixed offsets) from the inputs, masks and rescales them per model
+// (tv_mask), and hands the tile rows [b, t_1, .., t_N] to a callback: the merge streams them
+// through a combine functor into the output; other passes reduce them (norms, votes).
+// Memory: (N + 2) tiles per worker. Results do not depend on the thread count: tiles and
+// items sit at fixed offsets and reductions are combined in item order.
+//
+// Row-ranked masks (tv_mask::kind::della) need a whole row of the tensor to rank an entry,
+// so a job holding one is cut differently: its items and tiles are whole blocks of rows
+// (ranked_block: about parallel_chunk and sparse_tile elements, at least one block), still
+// at fixed offsets. Such a job's tiles may be longer than sparse_tile (a row of 4096, or a
+// whole 1-D tensor): callbacks must accept any tile length. Memory for it: (N + 2) tiles
+// plus 16 bytes per row entry of sort scratch, per worker.
+#pragma once
+
+#include <alloy/config.hpp>
+#include <alloy/core/execution.hpp>
+#include <alloy/core/random.hpp>
+#include <alloy/core/tensor.hpp>
+#include <alloy/kernels/convert.hpp>
+#include <alloy/kernels/radix_select.hpp>
+#include <alloy/kernels/stream.hpp>
+#include <alloy/methods/detail/topk.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace alloy::detail {
+
+inline constexpr std::size_t sparse_tile = 2048;
+static_assert(parallel_chunk % sparse_tile == 0 && sparse_tile % kernels::max_width == 0);
+
+// Which entries of one model's task vector survive, and the factor applied to them.
+//
+// della (DELLA's MagPrune): the tensor is viewed as [outer, row_length, row_stride] (flat
+// index (o * row_length + r) * row_stride + k); a row is the row_length entries (o, ., k).
+// A 2-D [R, C] tensor has row_length C and row_stride 1; mergekit ranks along dim 1 of any
+// tensor: row_length = shape[1], row_stride = the product of the later dims. Within a row of
+// L entries, the entry of 0-based magnitude rank q (ascending |t| as the float key of
+// kernels::magnitude_key, equal magnitudes by lower flat index first) is kept iff
+//   uniform(i) < p_q,  p_q = p_low + p_width * (q / (L - 1))   (L = 1: p_low + p_width / 2)
+// with uniform(i) = counter_rng(seed, stream).uniform(flat index i); a kept entry is
+// multiplied by `scale`, and by 1 / p_q as well when inverse_probability (the paper's
+// rescale). p_width = 0 needs no ranking (every p_q = p_low).
+struct tv_mask {
+  enum class kind : unsigned char { all, none, topk, band, random, della };
+  kind type = kind::all;
+  topk_rule keep;             // topk: kept iff keep.keeps(i, |t|); band: and not drop.keeps
+  topk_rule drop;             // band: the largest entries removed (Breadcrumbs' outliers)
+  float keep_probability = 1;  // random: kept iff uniform(i) < keep_probability
+  std::uint64_t seed = 0;      // random, della
+  std::uint64_t stream = 0;    // random, della
+  double scale = 1;  // multiplies every kept entry (1/density, a norm ratio)
+  // della only:
+  std::size_t row_length = 0;        // L, at most 2^32 - 1
+  std::size_t row_stride = 1;        // distance between consecutive entries of a row
+  double p_low = 0;                  // keep probability of the smallest magnitude of a row
+  double p_width = 0;                // p of the largest minus p of the smallest
+  bool inverse_probability = false;  // kept entries also scaled by 1 / p_q
+};
+
+// Elements per block of whole rows of a della mask (row_length * row_stride).
+constexpr std::size_t ranked_block(const tv_mask& m) noexcept { return m.row_length * m.row_stride; }
+
+// One tensor of a sparsifying merge.
+struct sparse_job {
+  std::string_view name;
+  tensor_view base;
+  std::vector<tensor_view> models;
+  mutable_tensor_view out;
+  std::vector<tv_mask> masks;  // one per model
+};
+
+inline bool computes_in_double(const sparse_job& j) noexcept {
+  if (j.base.type == dtype::f64 || j.out.type == dtype::f64) return true;
+  return std::any_of(j.models.begin(), j.models.end(), [](const tensor_view& v) { return v.type == dtype::f64; });
+}
+
+// tau = x_i - b over [begin, begin + len) into `tau` (C), b already widened in `b`. With
+// storage precision, tau is rounded to model i's storage type, as a framework computing
+// the difference natively in that type gets it.
+template <class C>
+void task_vector_tile(const tensor_view& x, const C* b, std::size_t begin, std::size_t len, bool storage_precision,
+                      C* tau) noexcept {
+  kernels::widen<C>({x.data, x.type}, begin, tau, len);
+  for (std::size_t j = 0; j < len; ++j) tau[j] = tau[j] - b[j];
+  if (storage_precision && x.type != dtype_of<C>) {
+    // Round through the storage type in place, in pieces, through a small stack buffer.
+    alignas(64) unsigned char buf[1024 * 8];
+    constexpr std::size_t step = sizeof(buf) / 8;
+    for (std::size_t s = 0; s < len; s += step) {
+      const std::size_t m = std::min(step, len - s);
+      visit_floating(x.type, [&](auto tag) {
+        using S = decltype(tag);
+        S* tmp = reinterpret_cast<S*>(buf);
+        kernels::convert_n(tau + s, tmp, m);
+        kernels::convert_n(tmp, tau + s, m);
+      });
+    }
+  }
+}
+
+// Sort scratch for ranking rows (della masks): one row's (key, index) pairs, twice. Grows to
+// the longest row it meets and is reused.
+struct rank_scratch {
+  std::vector<std::uint64_t> a, b;
+};
+
+// Sorts v[0, n) ascending, where v[r] = key_r << 32 | r (keys below 2^31, the indices
+// 0..n-1 in order): the result orders by key, equal keys by index, as a stable sort of the
+// keys would. tmp has n entries. An LSD radix sort on the key (digits of 11, 11 and 9 bits; a
+// pass whose digit is the same for every key is skipped); std::sort for short rows (the
+// values are distinct, so it gives the same order).
+inline void sort_ranked(std::uint64_t* v, std::uint64_t* tmp, std::size_t n) noexcept {
+  if (n <= 128) {
+    std::sort(v, v + n);
+    return;
+  }
+  constexpr std::size_t bins = 2048;
+  std::uint32_t hist[3][bins] = {};
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto k = static_cast<std::uint32_t>(v[i] >> 32);
+    ++hist[0][k & (bins - 1)];
+    ++hist[1][(k >> 11) & (bins - 1)];
+    ++hist[2][k >> 22];
+  }
+  std::uint64_t* src = v;
+  std::uint64_t* dst = tmp;
+  for (unsigned pass = 0; pass < 3; ++pass) {
+    std::uint32_t* h = hist[pass];
+    const unsigned shift = 32 + 11 * pass;
+    if (h[(src[0] >> shift) & (bins - 1)] == n) continue;  // one digit for every key
+    std::uint32_t sum = 0;
+    for (std::size_t b = 0; b < bins; ++b) {
+      const std::uint32_t c = h[b];
+      h[b] = sum;
+      sum += c;
+    }
+    for (std::size_t i = 0; i < n; ++i) dst[h[(src[i] >> shift) & (bins - 1)]++] = src[i];
+    std::swap(src, dst);
+  }
+  if (src != v) std::copy(src, src + n, v);
+}
+
+// A della mask over tau = elements begin .. begin + len of the tensor, which must be whole
+// blocks of rows (begin and len multiples of ranked_block(m)). `u` is a scratch of len floats.
+template <class C>
+void apply_della_mask(const tv_mask& m, C* tau, std::size_t begin, std::size_t len, float* u, rank_scratch& s) {
+  counter_rng(m.seed, m.stream).fill_uniform(begin, u, len);
+  const std::size_t rows = m.row_length, stride = m.row_stride, block = ranked_block(m);
+  auto factor = [&m](double p) { return static_cast<C>(m.inverse_probability ? m.scale / p : m.scale); };
+  if (m.p_width == 0 || rows == 1) {  // one probability for every entry: no ranking
+    const double p = rows == 1 ? m.p_low + m.p_width / 2 : m.p_low;
+    const C f = factor(p);
+    for (std::size_t j = 0; j < len; ++j) tau[j] = u[j] < p ? tau[j] * f : C(0);
+    return;
+  }
+  if (s.a.size() < rows) {
+    s.a.resize(rows);
+    s.b.resize(rows);
+  }
+  const double last = static_cast<double>(rows - 1);
+  for (std::size_t o = 0; o < len; o += block)
+    for (std::size_t k = 0; k < stride; ++k) {
+      C* row = tau + o + k;
+      const float* ur = u + o + k;
+      for (std::size_t r = 0; r < rows; ++r)
+        s.a[r] = std::uint64_t{kernels::magnitude_key(static_cast<float>(row[r * stride]))} << 32 | r;
+      sort_ranked(s.a.data(), s.b.data(), rows);
+      for (std::size_t q = 0; q < rows; ++q) {
+        const std::size_t at = static_cast<std::uint32_t>(s.a[q]) * stride;
+        const double p = m.p_low + m.p_width * (static_cast<double>(q) / last);
+        row[at] = ur[at] < p ? row[at] * factor(p) : C(0);
+      }
+    }
+}
+
+// Zeroes the dropped entries of tau (indices begin .. begin + len of the tensor) and scales
+// the kept ones. `u` is a scratch tile for random and della masks. A della mask needs whole
+// blocks of rows and sort scratch: the overload below takes it from the caller; this one
+// allocates it.
+template <class C>
+void apply_mask(const tv_mask& m, C* tau, std::size_t begin, std::size_t len, float* u) noexcept {
+  const C scale = static_cast<C>(m.scale);
+  auto mag = [](C t) { return static_cast<float>(t); };  // the key ignores the sign
+  switch (m.type) {
+    case tv_mask::kind::all:
+      if (m.scale != 1)
+        for (std::size_t j = 0; j < len; ++j) tau[j] = tau[j] * scale;
+      return;
+    case tv_mask::kind::none:
+      std::fill(tau, tau + len, C(0));
+      return;
+    case tv_mask::kind::topk: {
+      const std::uint32_t key = m.keep.key;
+      const std::size_t ties = m.keep.tie_limit(begin, len);
+      for (std::size_t j = 0; j < len; ++j) {
+        const std::uint32_t k = kernels::magnitude_key(mag(tau[j]));
+        const bool keep = (k > key) | ((k == key) & (j < ties));
+        tau[j] = keep ? tau[j] * scale : C(0);
+      }
+      return;
+    }
+    case tv_mask::kind::band: {
+      const std::size_t keep_ties = m.keep.tie_limit(begin, len), drop_ties = m.drop.tie_limit(begin, len);
+      for (std::size_t j = 0; j < len; ++j) {
+        const std::uint32_t k = kernels::magnitude_key(mag(tau[j]));
+        const bool in_keep = (k > m.keep.key) | ((k == m.keep.key) & (j < keep_ties));
+        const bool in_drop = (k > m.drop.key) | ((k == m.drop.key) & (j < drop_ties));
+        tau[j] = (in_keep & !in_drop) ? tau[j] * scale : C(0);
+      }
+      return;
+    }
+    case tv_mask::kind::random: {
+      counter_rng(m.seed, m.stream).fill_uniform(begin, u, len);
+      for (std::size_t j = 0; j < len; ++j) tau[j] = u[j] < m.keep_probability ? tau[j] * scale : C(0);
+      return;
+    }
+    case tv_mask::kind::della: {
+      rank_scratch s;
+      apply_della_mask(m, tau, begin, len, u, s);
+      return;
+    }
+  }
+}
+
+template <class C>
+void apply_mask(const tv_mask& m, C* tau, std::size_t begin, std::size_t len, float* u, rank_scratch& s) {
+  if (m.type == tv_mask::kind::della)
+    apply_della_mask(m, tau, begin, len, u, s);
+  else
+    apply_mask(m, tau, begin, len, u);
+}
+
+// How for_each_task_vector_tile and match_norms cut the jobs: work items [first, last) of a
+// job at fixed offsets, and the tile length inside them. A job without a della mask: items of
+// parallel_chunk elements and tiles of sparse_tile. A job with one: whole blocks of rows
+// (ranked_block of its first della mask; every della mask of a job has the same rows).
+struct tv_item {
+  std::size_t job, first, last;
+};
+
+inline std::size_t ranked_block(const sparse_job& j) noexcept {
+  for (const auto& m : j.masks)
+    if (m.type == tv_mask::kind::della) return ranked_block(m);
+  return 0;
+}
+
+inline std::size_t tile_length(const sparse_job& j) noexcept {
+  const std::size_t b = ranked_block(j);
+  return b == 0 ? sparse_tile : b * std::max<std::size_t>(1, sparse_tile / b);
+}
+
+inline std::vector<tv_item> task_vector_item_list(std::span<const sparse_job> jobs) {
+  std::vector<tv_item> items;
+  for (std::size_t j = 0; j < jobs.size(); ++j) {
+    const std::size_t n = jobs[j].out.size, b = ranked_block(jobs[j]);
+    const std::size_t step = b == 0 ? parallel_chunk : b * std::max<std::size_t>(1, parallel_chunk / b);
+    for (std::size_t s = 0; s < n; s += step) items.push_back({j, s, std::min(n, s + step)});
+  }
+  return items;
+}
+
+// The tile callback: fn(job_index, item_index, C tag, rows, begin, len) where rows[0] is the
+// base tile and rows[1 + i] model i's masked task vector tile, all of `len` elements
+// starting at element `begin` of the tensor. len <= sparse_tile, except in a job with a
+// della mask, whose tiles are whole blocks of rows (len <= max(sparse_tile, block)).
+template <class Fn>
+void for_each_task_vector_tile(std::span<const sparse_job> jobs, bool storage_precision, const execution& ex,
+                               const Fn& fn) {
+  const std::vector<tv_item> items = task_vector_item_list(jobs);
+  parallel_for(items.size(), ex, [&](std::size_t k) {
+    const sparse_job& job = jobs[items[k].job];
+    const std::size_t first = items[k].first, last = items[k].last, tile = tile_length(job);
+    auto run = [&](auto tag) {
+      using C = decltype(tag);
+      const std::size_t n = job.models.size();
+      std::vector<C> buf((n + 1) * tile);
+      std::vector<float> u(tile);
+      rank_scratch scratch;
+      std::vector<const C*> rows(n + 1);
+      for (std::size_t r = 0; r <= n; ++r) rows[r] = buf.data() + r * tile;
+      for (std::size_t pos = first; pos < last; pos += tile) {
+        const std::size_t len = std::min(tile, last - pos);
+        C* b = buf.data();
+        kernels::widen<C>({job.base.data, job.base.type}, pos, b, len);
+        for (std::size_t i = 0; i < n; ++i) {
+          C* t = buf.data() + (i + 1) * tile;
+          task_vector_tile(job.models[i], b, pos, len, storage_precision, t);
+          apply_mask(job.masks[i], t, pos, len, u.data(), scratch);
+        }
+        fn(items[k].job, k, tag, std::span<const C* const>(rows), pos, len);
+      }
+    };
+    if (computes_in_double(job))
+      run(double{});
+    else
+      run(float{});
+  });
+}
+
+// The number of work items for_each_task_vector_tile makes (for per-item reductions).
+inline std::size_t task_vector_items(std::span<const sparse_job> jobs) noexcept {
+  std::size_t n = 0;
+  for (const auto& j : jobs) {
+    const std::size_t b = ranked_block(j);
+    const std::size_t step = b == 0 ? parallel_chunk : b * std::max<std::size_t>(1, parallel_chunk / b);
+    n += (j.out.size + step - 1) / step;
+  }
+  return n;
+}
+
+// Writes combine(rows) to every job's output.
+template <class Make>
+void run_sparse_merge(std::span<const sparse_job> jobs, bool storage_precision, const execution& ex, const Make& make) {
+  for_each_task_vector_tile(jobs, storage_precision, ex,
+                            [&](std::size_t j, std::size_t, auto tag, auto rows, std::size_t pos, std::size_t len) {
+                              using C = decltype(tag);
+                              const sparse_job& job = jobs[j];
+                              kernels::source src[kernels::max_stream_inputs];
+                              for (std::size_t r = 0; r < rows.size(); ++r) src[r] = {rows[r], dtype_of<C>};
+                              auto* out = static_cast<unsigned char*>(job.out.data) + pos * dtype_size(job.out.type);
+                              kernels::stream<C>(src, rows.size(), {out, job.out.type}, 0, len, make(j, tag));
+                            });
+}
+
+// The producer for topk_select over model i's task vectors, one segment per job (one job
+// for a per-tensor top-k, all of a model's tensors for a global one). It writes tau as a
+// float, computed exactly as the merge computes it, so the kept set is the same.
+struct task_vector_producer {
+  std::span<const sparse_job> jobs;
+  std::size_t model;
+  bool storage_precision;
+
+  void operator()(std::size_t segment, std::size_t begin, std::size_t len, float* out) const {
+    const sparse_job* job = &jobs[segment];
+    auto run = [&](auto tag) {
+      using C = decltype(tag);
+      C b[1024], t[1024];
+      for (std::size_t s = 0; s < len; s += 1024) {
+        const std::size_t m = std::min<std::size_t>(1024, len - s);
+        kernels::widen<C>({job->base.data, job->base.type}, begin + s, b, m);
+        task_vector_tile(job->models[model], b, begin + s, m, storage_precision, t);
+        for (std::size_t j = 0; j < m; ++j) out[s + j] = static_cast<float>(t[j]);
+      }
+    };
+    if (computes_in_double(*job))
+      run(double{});
+    else
+      run(float{});
+  }
+};
+
+// Norm matching for any sparsifier (mergekit's rescaled_masked_tensor): the kept entries of
+// each (tensor, model) are multiplied by ||tau|| / ||masked tau|| in the chosen norm, unless
+// either norm is below 1e-7. Applies to masks whose scale is still 1 and that do not rescale
+// per entry (inverse_probability); norms are accumulated in double, per work item, and
+// combined in item order (deterministic).
+enum class rescale_norm { none, l1, l2, linf };
+
+inline void match_norms(std::span<sparse_job> jobs, rescale_norm norm, bool storage_precision, const execution& ex) {
+  if (norm == rescale_norm::none || jobs.empty()) return;
+  const std::vector<tv_item> items = task_vector_item_list(jobs);
+  const std::size_t n_models = jobs[0].models.size();
+  // partial[item][2 * model + 0/1] = norm accumulator before / after masking
+  std::vector<double> partial(items.size() * 2 * n_models, 0.0);
+  auto accumulate = [norm](double& acc, double v) {
+    if (norm == rescale_norm::l1) acc += std::abs(v);
+    else if (norm == rescale_norm::l2) acc += v * v;
+    else acc = std::max(acc, std::abs(v));
+  };
+  parallel_for(items.size(), ex, [&](std::size_t k) {
+    const sparse_job& job = jobs[items[k].job];
+    const std::size_t first = items[k].first, last = items[k].last, tile = tile_length(job);
+    auto run = [&](auto tag) {
+      using C = decltype(tag);
+      std::vector<C> b(tile), t(tile);
+      std::vector<float> u(tile);
+      rank_scratch scratch;
+      for (std::size_t pos = first; pos < last; pos += tile) {
+        const std::size_t len = std::min(tile, last - pos);
+        kernels::widen<C>({job.base.data, job.base.type}, pos, b.data(), len);
+        for (std::size_t i = 0; i < job.models.size(); ++i) {
+          double* acc = &partial[(k * n_models + i) * 2];
+          task_vector_tile(job.models[i], b.data(), pos, len, storage_precision, t.data());
+          for (std::size_t j = 0; j < len; ++j) accumulate(acc[0], static_cast<double>(t[j]));
+          tv_mask unscaled = job.masks[i];
+          unscaled.scale = 1;
+          apply_mask(unscaled, t.data(), pos, len, u.data(), scratch);
+          for (std::size_t j = 0; j < len; ++j) accumulate(acc[1], static_cast<double>(t[j]));
+        }
+      }
+    };
+    if (computes_in_double(job))
+      run(double{});
+    else
+      run(float{});
+  });
+  for (std::size_t j = 0, k = 0; j < jobs.size(); ++j) {
+    std::vector<double> before(n_models, 0.0), after(n_models, 0.0);
+    for (; k < items.size() && items[k].job == j; ++k)
+      for (std::size_t i = 0; i < n_models; ++i) {
+        const double* acc = &partial[(k * n_models + i) * 2];
+        if (norm == rescale_norm::linf) {
+          before[i] = std::max(before[i], acc[0]);
+          after[i] = std::max(after[i], acc[1]);
+        } else {
+          before[i] += acc[0];
+          after[i] += acc[1];
+        }
+      }
+    for (std::size_t i = 0; i < n_models; ++i) {
+      if (norm == rescale_norm::l2) {
+        before[i] = std::sqrt(before[i]);
+        after[i] = std::sqrt(after[i]);
+      }
+      tv_mask& m = jobs[j].masks[i];
+      if (m.scale == 1 && !m.inverse_probability && before[i] >= 1e-7 && after[i] >= 1e-7) m.scale = before[i] / after[i];
+    }
+  }
+}
+
+}  // namespace alloy::detail
