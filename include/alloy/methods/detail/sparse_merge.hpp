@@ -27,11 +27,13 @@
 #include <alloy/methods/detail/topk.hpp>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <span>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -92,8 +94,13 @@ inline bool computes_in_double(const sparse_job& j) noexcept {
 template <class C>
 void task_vector_tile(const tensor_view& x, const C* b, std::size_t begin, std::size_t len, bool storage_precision,
                       C* tau) noexcept {
-  kernels::widen<C>({x.data, x.type}, begin, tau, len);
-  for (std::size_t j = 0; j < len; ++j) tau[j] = tau[j] - b[j];
+  if (x.type == dtype_of<C>) {  // read in place: no copy of the tile
+    const C* xs = static_cast<const C*>(x.data) + begin;
+    for (std::size_t j = 0; j < len; ++j) tau[j] = xs[j] - b[j];
+  } else {
+    kernels::widen<C>({x.data, x.type}, begin, tau, len);
+    for (std::size_t j = 0; j < len; ++j) tau[j] = tau[j] - b[j];
+  }
   if (storage_precision && x.type != dtype_of<C>) {
     // Round through the storage type in place, in pieces, through a small stack buffer.
     alignas(64) unsigned char buf[1024 * 8];
@@ -110,10 +117,50 @@ void task_vector_tile(const tensor_view& x, const C* b, std::size_t begin, std::
   }
 }
 
-// Sort scratch for ranking rows (della masks): one row's (key, index) pairs, twice. Grows to
-// the longest row it meets and is reused.
+// Scratch for ranking rows (della masks): one row's (key, index) pairs, twice (grown to the
+// longest row met), and the per-rank keep probabilities p_q and factors of the masks met, for
+// rows of up to table_rows entries (longer rows compute them per entry: same values).
 struct rank_scratch {
+  static constexpr std::size_t table_rows = std::size_t{1} << 16;
+  static constexpr std::size_t max_tables = 16;
+  struct table {
+    std::size_t length;
+    double p_low, p_width, scale;
+    bool inverse;
+    std::vector<double> p, factor;
+  };
   std::vector<std::uint64_t> a, b;
+  std::vector<table> tables;
+  std::size_t next = 0;  // the table replaced when max_tables are in use
+
+  // p_q and factor_q for mask m (m.row_length <= table_rows, at least 2 entries).
+  const table& lookup(const tv_mask& m) {
+    for (const auto& t : tables)
+      if (t.length == m.row_length && t.p_low == m.p_low && t.p_width == m.p_width && t.scale == m.scale &&
+          t.inverse == m.inverse_probability)
+        return t;
+    table* slot;
+    if (tables.size() < max_tables) {
+      slot = &tables.emplace_back();
+    } else {
+      slot = &tables[next];
+      next = (next + 1) % max_tables;
+    }
+    table& t = *slot;
+    t.length = m.row_length;
+    t.p_low = m.p_low;
+    t.p_width = m.p_width;
+    t.scale = m.scale;
+    t.inverse = m.inverse_probability;
+    t.p.resize(m.row_length);
+    t.factor.resize(m.row_length);
+    const double last = static_cast<double>(m.row_length - 1);
+    for (std::size_t q = 0; q < m.row_length; ++q) {
+      t.p[q] = m.p_low + m.p_width * (static_cast<double>(q) / last);
+      t.factor[q] = m.inverse_probability ? m.scale / t.p[q] : m.scale;
+    }
+    return t;
+  }
 };
 
 // Sorts v[0, n) ascending, where v[r] = key_r << 32 | r (keys below 2^31, the indices
@@ -152,6 +199,15 @@ inline void sort_ranked(std::uint64_t* v, std::uint64_t* tmp, std::size_t n) noe
   if (src != v) std::copy(src, src + n, v);
 }
 
+// v when keep, else +0, without a branch (keep is a coin flip: a branch mispredicts half
+// the time). NaN v stays NaN when kept.
+template <class C>
+C kept_or_zero(bool keep, C v) noexcept {
+  using U = std::conditional_t<sizeof(C) == 4, std::uint32_t, std::uint64_t>;
+  static_assert(sizeof(C) == sizeof(U));
+  return std::bit_cast<C>(std::bit_cast<U>(v) & (U{0} - U{keep}));
+}
+
 // A della mask over tau = elements begin .. begin + len of the tensor, which must be whole
 // blocks of rows (begin and len multiples of ranked_block(m)). `u` is a scratch of len floats.
 template <class C>
@@ -169,18 +225,33 @@ void apply_della_mask(const tv_mask& m, C* tau, std::size_t begin, std::size_t l
     s.a.resize(rows);
     s.b.resize(rows);
   }
+  const rank_scratch::table* t = rows <= rank_scratch::table_rows ? &s.lookup(m) : nullptr;
   const double last = static_cast<double>(rows - 1);
   for (std::size_t o = 0; o < len; o += block)
     for (std::size_t k = 0; k < stride; ++k) {
       C* row = tau + o + k;
       const float* ur = u + o + k;
-      for (std::size_t r = 0; r < rows; ++r)
-        s.a[r] = std::uint64_t{kernels::magnitude_key(static_cast<float>(row[r * stride]))} << 32 | r;
-      sort_ranked(s.a.data(), s.b.data(), rows);
-      for (std::size_t q = 0; q < rows; ++q) {
-        const std::size_t at = static_cast<std::uint32_t>(s.a[q]) * stride;
-        const double p = m.p_low + m.p_width * (static_cast<double>(q) / last);
-        row[at] = ur[at] < p ? row[at] * factor(p) : C(0);
+      std::uint64_t* a = s.a.data();
+      if (stride == 1)
+        for (std::size_t r = 0; r < rows; ++r)
+          a[r] = std::uint64_t{kernels::magnitude_key(static_cast<float>(row[r]))} << 32 | r;
+      else
+        for (std::size_t r = 0; r < rows; ++r)
+          a[r] = std::uint64_t{kernels::magnitude_key(static_cast<float>(row[r * stride]))} << 32 | r;
+      sort_ranked(a, s.b.data(), rows);
+      if (t != nullptr) {
+        const double* p = t->p.data();
+        const double* f = t->factor.data();
+        for (std::size_t q = 0; q < rows; ++q) {
+          const std::size_t at = static_cast<std::uint32_t>(a[q]) * stride;
+          row[at] = kept_or_zero(ur[at] < p[q], row[at] * static_cast<C>(f[q]));
+        }
+      } else {
+        for (std::size_t q = 0; q < rows; ++q) {
+          const std::size_t at = static_cast<std::uint32_t>(a[q]) * stride;
+          const double p = m.p_low + m.p_width * (static_cast<double>(q) / last);
+          row[at] = kept_or_zero(ur[at] < p, row[at] * factor(p));
+        }
       }
     }
 }
@@ -292,8 +363,12 @@ void for_each_task_vector_tile(std::span<const sparse_job> jobs, bool storage_pr
       for (std::size_t r = 0; r <= n; ++r) rows[r] = buf.data() + r * tile;
       for (std::size_t pos = first; pos < last; pos += tile) {
         const std::size_t len = std::min(tile, last - pos);
-        C* b = buf.data();
-        kernels::widen<C>({job.base.data, job.base.type}, pos, b, len);
+        const C* b = buf.data();
+        if (job.base.type == dtype_of<C>)  // read in place: no copy of the tile
+          b = static_cast<const C*>(job.base.data) + pos;
+        else
+          kernels::widen<C>({job.base.data, job.base.type}, pos, buf.data(), len);
+        rows[0] = b;
         for (std::size_t i = 0; i < n; ++i) {
           C* t = buf.data() + (i + 1) * tile;
           task_vector_tile(job.models[i], b, pos, len, storage_precision, t);
@@ -393,11 +468,15 @@ inline void match_norms(std::span<sparse_job> jobs, rescale_norm norm, bool stor
         for (std::size_t i = 0; i < job.models.size(); ++i) {
           double* acc = &partial[(k * n_models + i) * 2];
           task_vector_tile(job.models[i], b.data(), pos, len, storage_precision, t.data());
-          for (std::size_t j = 0; j < len; ++j) accumulate(acc[0], static_cast<double>(t[j]));
+          // Accumulators in locals (a register, not a store per element); same order of adds.
+          double before = acc[0], after = acc[1];
+          for (std::size_t j = 0; j < len; ++j) accumulate(before, static_cast<double>(t[j]));
           tv_mask unscaled = job.masks[i];
           unscaled.scale = 1;
           apply_mask(unscaled, t.data(), pos, len, u.data(), scratch);
-          for (std::size_t j = 0; j < len; ++j) accumulate(acc[1], static_cast<double>(t[j]));
+          for (std::size_t j = 0; j < len; ++j) accumulate(after, static_cast<double>(t[j]));
+          acc[0] = before;
+          acc[1] = after;
         }
       }
     };

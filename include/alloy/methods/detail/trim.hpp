@@ -3,11 +3,13 @@
 #pragma once
 
 #include <alloy/core/validate.hpp>
+#include <alloy/methods/detail/sampled_topk.hpp>
 #include <alloy/methods/detail/sparse_merge.hpp>
 #include <alloy/methods/detail/topk.hpp>
 
 #include <cstddef>
 #include <limits>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -58,39 +60,62 @@ inline void build_trim_masks(std::string_view method, std::span<sparse_job> jobs
                              const execution& ex) {
   const std::size_t n_models = densities.size();
   for (auto& j : jobs) j.masks.assign(n_models, tv_mask{});
-  auto select = [&](std::span<const sparse_job> group, std::size_t first_job, std::size_t i) {
-    std::vector<std::size_t> sizes;
-    std::size_t n = 0;
-    for (const auto& j : group) {
-      sizes.push_back(j.out.size);
-      n += j.out.size;
-    }
-    if (densities[i] >= 1 || n == 0) return;  // no trimming
+  // The entries model i keeps of a group of n entries (0: nothing), or nullopt for all.
+  auto count = [&](std::size_t i, std::size_t n, std::string_view what) -> std::optional<std::size_t> {
+    if (densities[i] >= 1 || n == 0) return std::nullopt;  // no trimming
     std::size_t k = kept_count(densities[i], n);
     if (k == 0 && rule == trim_rule::exact_k) {
       if (on_empty == empty_trim::error)
-        throw error(errc::invalid_argument,
-                    std::string(method) + ": density " + fmt(densities[i]) + " keeps no entry of " +
-                        (scope == trim_scope::per_tensor ? "tensor '" + std::string(group[0].name) + "'"
-                                                         : std::string("the model")) +
-                        " (" + std::to_string(n) + " entries) of model " + std::to_string(i));
-      for (std::size_t s = 0; s < group.size(); ++s) jobs[first_job + s].masks[i].type = tv_mask::kind::none;
+        throw error(errc::invalid_argument, std::string(method) + ": density " + fmt(densities[i]) + " keeps no entry of " +
+                                                std::string(what) + " (" + std::to_string(n) + " entries) of model " +
+                                                std::to_string(i));
+      return 0;
+    }
+    return rule == trim_rule::paper ? std::min(n, k + 1) : k;
+  };
+  auto set = [&](tv_mask& m, std::size_t k, topk_rule r) {
+    if (k == 0) {
+      m.type = tv_mask::kind::none;
       return;
     }
-    if (rule == trim_rule::paper) k = std::min(n, k + 1);
-    const topk_cut cut = topk_select(sizes, k, task_vector_producer{group, i, storage_precision}, ex);
-    for (std::size_t s = 0; s < group.size(); ++s) {
-      tv_mask& m = jobs[first_job + s].masks[i];
-      m.type = tv_mask::kind::topk;
-      m.keep = cut.rule(s);
-      if (rule == trim_rule::paper) m.keep.tie_end = std::numeric_limits<std::size_t>::max();
-    }
+    m.type = tv_mask::kind::topk;
+    m.keep = r;
+    if (rule == trim_rule::paper) m.keep.tie_end = std::numeric_limits<std::size_t>::max();
   };
-  for (std::size_t i = 0; i < n_models; ++i) {
-    if (scope == trim_scope::whole_model)
-      select(jobs, 0, i);
-    else
-      for (std::size_t j = 0; j < jobs.size(); ++j) select(std::span<const sparse_job>(&jobs[j], 1), j, i);
+  if (scope == trim_scope::whole_model) {
+    std::vector<std::size_t> sizes;
+    std::size_t n = 0;
+    for (const auto& j : jobs) {
+      sizes.push_back(j.out.size);
+      n += j.out.size;
+    }
+    for (std::size_t i = 0; i < n_models; ++i) {
+      const auto k = count(i, n, "the model");
+      if (!k) continue;
+      const topk_cut cut = *k == 0 ? topk_cut{} : topk_select(sizes, *k, task_vector_producer{jobs, i, storage_precision}, ex);
+      for (std::size_t s = 0; s < jobs.size(); ++s) set(jobs[s].masks[i], *k, cut.rule(s));
+    }
+    return;
+  }
+  for (auto& job : jobs) {
+    const std::string what = "tensor '" + std::string(job.name) + "'";
+    std::vector<std::size_t> ks, which;
+    for (std::size_t i = 0; i < n_models; ++i) {
+      const auto k = count(i, job.out.size, what);
+      if (!k) continue;
+      if (*k == 0) {
+        set(job.masks[i], 0, {});
+        continue;
+      }
+      ks.push_back(*k);
+      which.push_back(i);
+    }
+    if (ks.empty()) continue;
+    std::vector<sparse_job> one{job};  // the cut reads models by position: keep only those trimmed
+    one[0].models.clear();
+    for (std::size_t i : which) one[0].models.push_back(job.models[i]);
+    const auto rules = tensor_cuts(one[0], ks, storage_precision, ex);
+    for (std::size_t w = 0; w < which.size(); ++w) set(job.masks[which[w]], ks[w], rules[w]);
   }
 }
 

@@ -1,0 +1,385 @@
+// Model Breadcrumbs: per task vector, drop the largest entries (outliers) and the smallest
+// ones (noise), keep the band between, then merge: by a weighted sum (breadcrumbs) or by
+// TIES' sign vote and disjoint merge (breadcrumbs_ties).
+//
+//   tau_i = theta_i - theta_base, n entries;  target = floor(density_i n),
+//   n_top = floor(gamma_i n), and n_top = n - target when n_top + target > n (mergekit)
+//   rank the entries by |tau| (descending; equal magnitudes: lower flat index first)
+//   t_i = tau_i on ranks [n_top, n_top + target), 0 elsewhere  (optionally norm-rescaled)
+//   breadcrumbs:      d = sum_i w_i t_i  (/ sum_i w_i with `normalize`; |sum| < 1e-8 as 1)
+//   breadcrumbs_ties: d = TIES vote and disjoint merge of the t_i (the vote options of ties.hpp)
+//   theta = theta_base + lambda d
+//
+// Paper: Davari and Belilovsky, "Model Breadcrumbs: Scaling Multi-Task Model Merging with
+// Sparse Masks", 2023 (arXiv:2312.06795; code: rezazzr/breadcrumbs, TaskVectorMiddleKeep).
+// The selection is exact: two top-k selections per task vector (the n_top + target and
+// the n_top largest magnitudes, methods/detail/topk.hpp), so exactly `target` entries are
+// kept, whatever the ties.
+//
+// Scope: per tensor (mergekit), or per row of the last dimension (the paper's code, which
+// ranks torch.topk(|tau|, k) along the last dimension and leaves 0-d tensors unmasked).
+// Complexity: per model and tensor up to four streaming passes (two radix selections; one
+// pass for tensors of at most 4096 entries), one more for a norm rescale, then one merge
+// pass. Memory: per-thread 256 KiB histograms and (N + 2) tiles of 2048 elements; per-row
+// scope adds a few words per row of the tensor in flight. Precision: computed in float
+// (double for double data), rounded once at the output. Determinism: the kept set is unique,
+// so results are bit-identical for any thread count.
+// Edge cases: density 1 keeps the whole task vector (gamma unused, as mergekit returns it
+// unchanged); target 0 keeps nothing (no error: mergekit returns zeros); n_top 0 keeps the
+// `target` largest (mergekit's `indices[n_bot:-0]` is empty there and zeroes the tensor:
+// see docs/methods/breadcrumbs.md); NaN magnitudes rank above Inf, so NaNs are the first
+// outliers dropped; zero-length tensors give empty results.
+// Deviations between implementations (docs/methods/breadcrumbs.md) are options with presets.
+#pragma once
+
+#include <alloy/core/preset.hpp>
+#include <alloy/kernels/task_vector_combine.hpp>
+#include <alloy/methods/detail/sparse_front.hpp>
+#include <alloy/methods/detail/trim.hpp>
+#include <alloy/methods/task_arithmetic.hpp>
+#include <alloy/methods/ties.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+namespace alloy {
+
+// The norm a sparsified task vector is rescaled to match (none, l1, l2, linf).
+using detail::rescale_norm;
+
+// Which entries one Breadcrumbs ranking runs over.
+//   per_tensor  the whole tensor (mergekit)
+//   per_row     each row of the last dimension (the paper's code); 0-d tensors are kept
+//               whole. Tensor level: rows of `row_length` elements (0: one row).
+enum class breadcrumbs_scope { per_tensor, per_row };
+
+struct breadcrumbs_options {
+  double density = 1.0;                // fraction kept per task vector, (0, 1]; 1: no sparsification
+  std::vector<double> densities = {};  // per model, overriding `density` when given
+  double gamma = 0.01;                 // fraction of largest entries dropped, >= 0, gamma + density <= 1
+  std::vector<double> gammas = {};     // per model, overriding `gamma` when given
+  rescale_norm rescale = rescale_norm::none;  // mergekit's `rescale: true` is l1
+  breadcrumbs_scope scope = breadcrumbs_scope::per_tensor;
+  std::size_t row_length = 0;  // per_row at tensor level: the row length (0: the whole tensor)
+  // breadcrumbs: divide the weighted sum by sum_i w_i (|sum| < 1e-8 counts as 1).
+  bool normalize = false;
+  // breadcrumbs_ties: the vote (as ties_options).
+  consensus consensus_method = consensus::sum;
+  bool weights_before_vote = true;
+  ties_denominator denominator = ties_denominator::none;  // mergekit breadcrumbs_ties: normalize off
+  zero_vote zero = zero_vote::positive;
+  // Both.
+  double lambda = 1.0;
+  bool storage_precision = false;  // task vectors rounded to the input storage type
+  bool promote_16bit = false;      // model-level outputs of 16-bit tensors are float32
+  merge_output output = merge_output::merged;
+  std::optional<dtype> out_dtype = {};
+  execution exec = {};
+
+  // mergekit: breadcrumbs / breadcrumbs_ties with their defaults (gamma 0.01, rescale and
+  //           normalize off), per tensor.
+  // paper:    rezazzr/breadcrumbs (TaskVectorMiddleKeep, top_k_keep = density,
+  //           top_k_remove = gamma): per row; the sum of task vectors times a scaling
+  //           coefficient (lambda; weights 1). Its code has no TIES variant: the vote options
+  //           follow the TIES paper's code (unweighted vote, count, majority zero vote).
+  // peft has no Model Breadcrumbs: preset::peft throws alloy::error (invalid_argument).
+  static breadcrumbs_options preset(alloy::preset p) {
+    breadcrumbs_options o;
+    switch (p) {
+      case alloy::preset::mergekit:
+        break;
+      case alloy::preset::peft:
+        throw error(errc::invalid_argument,
+                    "breadcrumbs: peft has no Model Breadcrumbs merge, so there is no peft preset "
+                    "(use preset::mergekit or preset::paper)");
+      case alloy::preset::paper:
+        o.scope = breadcrumbs_scope::per_row;
+        o.weights_before_vote = false;
+        o.denominator = ties_denominator::count;
+        o.zero = zero_vote::model_majority;
+        break;
+    }
+    return o;
+  }
+};
+
+}  // namespace alloy
+
+namespace alloy::detail {
+
+// The band of one ranking of n entries: ranks [drop, keep) are kept.
+struct breadcrumbs_band {
+  std::size_t drop = 0;  // n_top: the largest entries removed
+  std::size_t keep = 0;  // n_top + target
+};
+
+// target = floor(density n), n_top = floor(gamma n) (double products truncated, as mergekit
+// computes them); when they overlap (n_top + target > n) n_top shrinks to n - target
+// (mergekit's rule; the public functions reject gamma + density > 1, so only this function
+// meets it).
+inline breadcrumbs_band breadcrumbs_counts(double density, double gamma, std::size_t n) noexcept {
+  const std::size_t target = kept_count(density, n);
+  std::size_t top = kept_count(gamma, n);
+  if (top > n - target) top = n - target;
+  return {top, top + target};
+}
+
+inline void check_gammas(std::string_view method, std::span<const double> gammas, std::span<const double> densities) {
+  for (std::size_t i = 0; i < gammas.size(); ++i) {
+    check_finite(method, "gamma of model " + std::to_string(i), gammas[i]);
+    if (gammas[i] < 0)
+      throw error(errc::invalid_argument,
+                  std::string(method) + ": gamma of model " + std::to_string(i) + " is " + fmt(gammas[i]) + ", below 0");
+    if (densities[i] < 1 && gammas[i] + densities[i] > 1)
+      throw error(errc::invalid_argument, std::string(method) + ": gamma " + fmt(gammas[i]) + " + density " +
+                                              fmt(densities[i]) + " of model " + std::to_string(i) +
+                                              " exceed 1 (the outliers and the kept band would overlap)");
+  }
+}
+
+// Model i's mask over job j (one ranking).
+inline tv_mask breadcrumbs_mask(const sparse_job& job, std::size_t i, double density, double gamma,
+                                bool storage_precision, const execution& ex) {
+  tv_mask m;
+  const std::size_t n = job.out.size;
+  if (density >= 1 || n == 0) return m;  // kind::all
+  const breadcrumbs_band b = breadcrumbs_counts(density, gamma, n);
+  if (b.keep == b.drop) {
+    m.type = tv_mask::kind::none;
+    return m;
+  }
+  const std::size_t sizes[] = {n};
+  const task_vector_producer produce{std::span(&job, 1), i, storage_precision};
+  m.keep = topk_select(std::span<const std::size_t>(sizes), b.keep, produce, ex).rule(0);
+  if (b.drop == 0) {
+    m.type = b.keep == n ? tv_mask::kind::all : tv_mask::kind::topk;
+    return m;
+  }
+  m.drop = topk_select(std::span<const std::size_t>(sizes), b.drop, produce, ex).rule(0);
+  m.type = tv_mask::kind::band;
+  return m;
+}
+
+// Sets every job's masks. whole[j]: job j is kept unmasked (a 0-d tensor under per_row).
+// Rankings of at most topk_tile entries (one pass each, in cache) run in parallel across
+// jobs; larger ones one at a time, each selection parallel inside.
+inline void build_breadcrumbs_masks(std::span<sparse_job> jobs, const std::vector<char>& whole,
+                                    std::span<const double> densities, std::span<const double> gammas,
+                                    bool storage_precision, const execution& ex) {
+  const std::size_t n_models = densities.size();
+  std::vector<std::size_t> small, large;  // job * n_models + model
+  for (std::size_t j = 0; j < jobs.size(); ++j) {
+    jobs[j].masks.assign(n_models, tv_mask{});
+    if (!whole.empty() && whole[j]) continue;
+    for (std::size_t i = 0; i < n_models; ++i)
+      (jobs[j].out.size <= topk_tile ? small : large).push_back(j * n_models + i);
+  }
+  auto build = [&](std::size_t t, const execution& inner) {
+    const std::size_t j = t / n_models, i = t % n_models;
+    jobs[j].masks[i] = breadcrumbs_mask(jobs[j], i, densities[i], gammas[i], storage_precision, inner);
+  };
+  parallel_for(small.size(), ex, [&](std::size_t k) { build(small[k], execution{1}); });
+  for (std::size_t t : large) build(t, ex);
+}
+
+// sum over every element of sign(vote): the paper's zero-vote rule needs its sign over the
+// whole model, which per-row scope visits one tensor at a time.
+inline std::int64_t vote_balance(std::span<const sparse_job> jobs, const linear_weights& lw, const ties_options& o) {
+  std::vector<std::int64_t> per_item(task_vector_items(jobs), 0);
+  for_each_task_vector_tile(jobs, o.storage_precision, o.exec,
+                            [&](std::size_t, std::size_t item, auto tag, auto rows, std::size_t, std::size_t len) {
+                              using C = decltype(tag);
+                              const auto w = lw.get<C>();
+                              std::int64_t sum = 0;
+                              for (std::size_t j = 0; j < len; ++j) {
+                                C vote = 0;
+                                for (std::size_t i = 0; i < w.size(); ++i) {
+                                  const C u = o.weights_before_vote ? rows[1 + i][j] * w[i] : rows[1 + i][j];
+                                  vote = vote + (o.consensus_method == consensus::count ? C((u > 0) - (u < 0)) : u);
+                                }
+                                sum += (vote > 0) - (vote < 0);
+                              }
+                              per_item[item] += sum;
+                            });
+  std::int64_t total = 0;
+  for (auto v : per_item) total += v;
+  return total;
+}
+
+inline ties_options breadcrumbs_vote_options(const breadcrumbs_options& o) {
+  ties_options t;
+  t.consensus_method = o.consensus_method;
+  t.weights_before_vote = o.weights_before_vote;
+  t.denominator = o.denominator;
+  t.lambda = o.lambda;
+  t.zero = o.zero;
+  t.storage_precision = o.storage_precision;
+  t.output = o.output;
+  t.exec = o.exec;
+  return t;
+}
+
+template <class C>
+kernels::task_vector_combine<C> breadcrumbs_linear_kernel(const linear_weights& lw, const breadcrumbs_options& o) {
+  kernels::task_vector_combine<C> f;
+  f.weights = lw.get<C>();
+  f.kind = kernels::combine_kind::linear;
+  f.divide = o.normalize;
+  f.linear_divisor = lw.divisor<C>();
+  f.scale = o.lambda != 1.0;
+  f.lambda = static_cast<C>(o.lambda);
+  f.add_base = o.output == merge_output::merged;
+  return f;
+}
+
+// The rows of one tensor's job as jobs of `row` elements each.
+inline std::vector<sparse_job> row_jobs(const sparse_job& job, std::size_t row) {
+  std::vector<sparse_job> rows;
+  if (row == 0 || job.out.size == 0) return rows;
+  auto at = [](auto view, std::size_t offset, std::size_t len) {
+    using P = std::conditional_t<std::is_same_v<decltype(view), tensor_view>, const unsigned char*, unsigned char*>;
+    view.data = static_cast<P>(view.data) + offset * dtype_size(view.type);
+    view.size = len;
+    return view;
+  };
+  rows.reserve(job.out.size / row);
+  for (std::size_t s = 0; s < job.out.size; s += row) {
+    sparse_job r{job.name, at(job.base, s, row), {}, at(job.out, s, row), {}};
+    r.models.reserve(job.models.size());
+    for (const auto& m : job.models) r.models.push_back(at(m, s, row));
+    rows.push_back(std::move(r));
+  }
+  return rows;
+}
+
+// rows[j] (per_row only): job j's row length; 0 for a 0-d tensor (kept whole).
+inline void breadcrumbs_jobs(const char* method, std::span<sparse_job> jobs, std::span<const std::size_t> rows,
+                             const std::vector<double>& weights, const breadcrumbs_options& o, bool ties_vote) {
+  const std::size_t n = jobs.empty() ? weights.size() : jobs[0].models.size();
+  check_weights(method, weights, n);
+  check_finite(method, "lambda", o.lambda);
+  const auto densities = per_model(method, "density", o.density, o.densities, n);
+  check_densities(method, densities, n);
+  const auto gammas = per_model(method, "gamma", o.gamma, o.gammas, n);
+  check_gammas(method, gammas, densities);
+
+  linear_weights lw(weights);
+  if (!ties_vote) {
+    // mergekit's guard against dividing by a (near) zero sum of weights.
+    if (std::abs(lw.divisor_f) < 1e-8f) lw.divisor_f = 1;
+    if (std::abs(lw.divisor_d) < 1e-8) lw.divisor_d = 1;
+  }
+  const ties_options t = breadcrumbs_vote_options(o);
+  auto prepare = [&](std::span<sparse_job> group, const std::vector<char>& whole) {
+    build_breadcrumbs_masks(group, whole, densities, gammas, o.storage_precision, o.exec);
+    match_norms(group, o.rescale, o.storage_precision, o.exec);
+  };
+  auto merge = [&](std::span<const sparse_job> group, bool majority) {
+    if (ties_vote)
+      run_sparse_merge(group, o.storage_precision, o.exec, [&](std::size_t, auto tag) {
+        return ties_kernel<decltype(tag)>(lw.get<decltype(tag)>(), t, majority);
+      });
+    else
+      run_sparse_merge(group, o.storage_precision, o.exec,
+                       [&](std::size_t, auto tag) { return breadcrumbs_linear_kernel<decltype(tag)>(lw, o); });
+  };
+  const bool need_majority = ties_vote && o.zero == zero_vote::model_majority;
+
+  if (o.scope == breadcrumbs_scope::per_tensor) {
+    prepare(jobs, {});
+    merge(jobs, need_majority && vote_balance(jobs, lw, t) > 0);
+    return;
+  }
+  // Per row: one tensor at a time (its rows as jobs), so the bookkeeping stays bounded by
+  // the largest tensor's row count. A 0-d tensor is one job kept whole.
+  auto for_each_tensor = [&](auto&& fn) {
+    for (std::size_t j = 0; j < jobs.size(); ++j) {
+      if (rows[j] == 0) {
+        std::vector<sparse_job> one{jobs[j]};
+        const std::vector<char> whole{1};
+        prepare(one, whole);
+        fn(std::span<const sparse_job>(one));
+        continue;
+      }
+      std::vector<sparse_job> r = row_jobs(jobs[j], rows[j]);
+      prepare(r, {});
+      fn(std::span<const sparse_job>(r));
+    }
+  };
+  bool majority = false;
+  if (need_majority) {
+    std::int64_t balance = 0;
+    for_each_tensor([&](std::span<const sparse_job> group) { balance += vote_balance(group, lw, t); });
+    majority = balance > 0;
+  }
+  for_each_tensor([&](std::span<const sparse_job> group) { merge(group, majority); });
+}
+
+// The niebloid behind breadcrumbs and breadcrumbs_ties.
+template <bool Ties>
+struct breadcrumbs_fn {
+  static constexpr const char* method = Ties ? "breadcrumbs_ties" : "breadcrumbs";
+
+  void operator()(tensor_view base, std::span<const tensor_view> models, const std::vector<double>& weights,
+                  mutable_tensor_view out, const breadcrumbs_options& o = {}) const {
+    sparse_job job = tensor_job(method, base, models, out);
+    std::size_t row = o.row_length == 0 ? out.size : o.row_length;
+    if (o.scope == breadcrumbs_scope::per_row && row != 0 && out.size % row != 0)
+      throw error(errc::invalid_argument, std::string(method) + ": row_length " + std::to_string(o.row_length) +
+                                              " does not divide the tensor's " + std::to_string(out.size) + " elements");
+    if (row == 0) row = 1;  // a zero-length tensor: no rows either way
+    const std::size_t rows[] = {row};
+    breadcrumbs_jobs(method, std::span(&job, 1), rows, weights, o, Ties);
+  }
+  void operator()(tensor_view base, std::initializer_list<tensor_view> models, const std::vector<double>& weights,
+                  mutable_tensor_view out, const breadcrumbs_options& o = {}) const {
+    (*this)(base, std::span(models.begin(), models.size()), weights, out, o);
+  }
+  template <std::ranges::input_range R>
+    requires tensor_like<std::ranges::range_value_t<R>>
+  void operator()(tensor_view base, const R& models, const std::vector<double>& weights, mutable_tensor_view out,
+                  const breadcrumbs_options& o = {}) const {
+    (*this)(base, std::span<const tensor_view>(views_of(models)), weights, out, o);
+  }
+  template <named_tensors B, model_set_range R>
+  tensor_set operator()(const B& base, const R& models, const std::vector<double>& weights,
+                        const breadcrumbs_options& o = {}) const {
+    const auto sets = base_and_models(base, models);
+    tensor_set out;
+    auto jobs = set_jobs(method, sets, o.out_dtype, o.promote_16bit, out);
+    // Row lengths from the base's shapes (set_jobs keeps the base's tensor order).
+    std::vector<std::size_t> rows(jobs.size());
+    for (std::size_t j = 0; j < jobs.size(); ++j) {
+      const auto& shape = sets[0][j].shape;
+      rows[j] = shape.empty() ? 0 : shape.back();
+    }
+    breadcrumbs_jobs(method, jobs, rows, weights, o, Ties);
+    return out;
+  }
+  template <named_tensors B>
+  tensor_set operator()(const B& base, std::initializer_list<std::reference_wrapper<const tensor_set>> models,
+                        const std::vector<double>& weights, const breadcrumbs_options& o = {}) const {
+    return (*this)(base, std::span(models.begin(), models.size()), weights, o);
+  }
+};
+
+}  // namespace alloy::detail
+
+namespace alloy {
+
+// breadcrumbs(base, models, weights, out [, options]) for tensors;
+// breadcrumbs(base_set, model_sets, weights [, options]) -> tensor_set for whole models.
+// The weighted sum of the Breadcrumbs-masked task vectors.
+inline constexpr detail::breadcrumbs_fn<false> breadcrumbs{};
+
+// breadcrumbs_ties(base, models, weights, out [, options]) for tensors;
+// breadcrumbs_ties(base_set, model_sets, weights [, options]) -> tensor_set for whole models.
+// TIES' sign vote and disjoint merge over the Breadcrumbs-masked task vectors.
+inline constexpr detail::breadcrumbs_fn<true> breadcrumbs_ties{};
+
+}  // namespace alloy
