@@ -2,6 +2,8 @@
 //
 //   ties/<dtype>/threads:N             base + 3 models (mergekit preset)
 //   magnitude_prune/<dtype>/threads:N  base + 3 models (trim + weighted sum)
+//   dare_ties/<dtype>/threads:N        base + 3 models (mergekit preset: L1 rescale)
+//   della/<dtype>/threads:N            base + 3 models (mergekit preset, epsilon 0.1)
 //   task_arithmetic/<dtype>/threads:N  the same data, for the ratio the issue asks for
 //
 // Inputs and output in the same dtype (F32 or BF16). Bytes = every input read once + the
@@ -11,6 +13,8 @@
 // rate for the same dtype and thread count, measured earlier in the same process.
 #include "bench_common.hpp"
 
+#include <alloy/methods/dare.hpp>
+#include <alloy/methods/della.hpp>
 #include <alloy/methods/magnitude_prune.hpp>
 #include <alloy/methods/task_arithmetic.hpp>
 #include <alloy/methods/ties.hpp>
@@ -49,10 +53,17 @@ sparse_data<T>& data() {
   return d;
 }
 
-enum class method { ties, magnitude_prune, task_arithmetic };
+enum class method { ties, magnitude_prune, dare_ties, della, task_arithmetic };
 
 const char* name_of(method m) {
-  return m == method::ties ? "ties" : m == method::magnitude_prune ? "magnitude_prune" : "task_arithmetic";
+  switch (m) {
+    case method::ties: return "ties";
+    case method::magnitude_prune: return "magnitude_prune";
+    case method::dare_ties: return "dare_ties";
+    case method::della: return "della";
+    case method::task_arithmetic: return "task_arithmetic";
+  }
+  return "?";
 }
 
 template <class T>
@@ -73,6 +84,21 @@ void run(benchmark::State& state, method m) {
       case method::magnitude_prune:
         alloy::magnitude_prune(base, models, weights, out, {.density = 0.2, .exec = ex});
         break;
+      case method::dare_ties: {
+        alloy::dare_options o;
+        o.density = 0.2;
+        o.exec = ex;
+        alloy::dare_ties(base, models, weights, out, o);
+        break;
+      }
+      case method::della: {
+        alloy::della_options o;
+        o.density = 0.2;
+        o.epsilon = 0.1;
+        o.exec = ex;
+        alloy::della(base, models, weights, out, o);
+        break;
+      }
       case method::task_arithmetic: alloy::task_arithmetic(base, models, weights, out, {.exec = ex}); break;
     }
   });
@@ -99,7 +125,7 @@ void register_method(method m) {
 }
 
 void register_cases() {
-  for (method m : {method::task_arithmetic, method::ties, method::magnitude_prune}) {
+  for (method m : {method::task_arithmetic, method::ties, method::magnitude_prune, method::dare_ties, method::della}) {
     register_method<float>(m);
     register_method<bf16>(m);
   }

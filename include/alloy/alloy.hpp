@@ -15,6 +15,9 @@
 #include <alloy/core/tensor.hpp>
 #include <alloy/core/tensor_set.hpp>
 
+#include <alloy/methods/breadcrumbs.hpp>
+#include <alloy/methods/dare.hpp>
+#include <alloy/methods/della.hpp>
 #include <alloy/methods/magnitude_prune.hpp>
 #include <alloy/methods/soup.hpp>
 #include <alloy/methods/task_arithmetic.hpp>

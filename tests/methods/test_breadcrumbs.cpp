@@ -262,6 +262,28 @@ TEST_CASE("breadcrumbs: agrees with a sort-based reference on random inputs", "[
   }
 }
 
+TEST_CASE("breadcrumbs: large tensors (every model's cuts in one sampled pass) match the reference",
+          "[methods][breadcrumbs]") {
+  // 3 * 65536 + 7 float entries: large enough for the sampled one-pass selection; two models
+  // with different bands, so four cuts come from one pass.
+  const std::size_t n = 3 * 65536 + 7;
+  std::mt19937 gen(9);
+  std::normal_distribution<float> dist;
+  std::vector<float> base(n), a(n), b(n), out(n);
+  for (std::size_t i = 0; i < n; ++i) base[i] = dist(gen), a[i] = dist(gen), b[i] = dist(gen);
+  breadcrumbs(base, {a, b}, {1, 0.5}, out,
+              {.densities = {0.3, 0.6}, .gammas = {0.01, 0.2}, .output = merge_output::delta, .exec = {2}});
+  std::vector<double> ta(n), tb(n);
+  for (std::size_t i = 0; i < n; ++i) ta[i] = a[i] - base[i], tb[i] = b[i] - base[i];
+  const auto ka = reference_band(ta, 0.3, 0.01), kb = reference_band(tb, 0.6, 0.2);
+  std::size_t mismatches = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const float expect = static_cast<float>(ka[i]) * 1.0f + static_cast<float>(kb[i]) * 0.5f;
+    mismatches += out[i] != expect;
+  }
+  CHECK(mismatches == 0);
+}
+
 TEST_CASE("breadcrumbs: identical bits for any thread count, exact kept set on bf16 ties", "[methods][breadcrumbs]") {
   // 2 * parallel_chunk + 123 bf16 entries: massive ties (bf16 differences take few values),
   // a ranking spanning three work items.

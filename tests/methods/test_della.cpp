@@ -103,9 +103,16 @@ std::vector<double> ref_merge(const std::vector<std::vector<double>>& t, const s
   return out;
 }
 
+// Multiples of 0.25 in [-range/4, range/4] (many ties and zeros), or, for range 0, normal
+// values rounded to float (every magnitude distinct in practice: all key bits vary).
 std::vector<double> small_ints(std::size_t n, std::mt19937& gen, int range) {
-  std::uniform_int_distribution<int> dist(-range, range);
   std::vector<double> v(n);
+  if (range == 0) {
+    std::normal_distribution<float> dist;
+    for (auto& x : v) x = dist(gen);
+    return v;
+  }
+  std::uniform_int_distribution<int> dist(-range, range);
   for (auto& x : v) x = dist(gen) * 0.25;
   return v;
 }
@@ -268,7 +275,7 @@ TEST_CASE("della: agrees with a sort-based reference (rows, 1-D, 3-D, ties, long
   for (const auto& sc : cases) {
     std::size_t n = 1;
     for (auto d : sc.shape) n *= d;
-    for (int range : {2, 40}) {  // few distinct magnitudes (many ties), or many
+    for (int range : {2, 40, 0}) {  // few distinct magnitudes (many ties), more, or continuous
       std::vector<double> base = small_ints(n, gen, 8);
       std::vector<std::vector<double>> models, tau;
       for (int i = 0; i < 3; ++i) {
@@ -304,6 +311,47 @@ TEST_CASE("della: agrees with a sort-based reference (rows, 1-D, 3-D, ties, long
         }
     }
   }
+}
+
+TEST_CASE("della: many models with distinct densities, and rows longer than 65536", "[methods][della]") {
+  std::mt19937 gen(11);
+  // 20 models, each its own density and epsilon (more than the 16 cached probability tables).
+  const std::size_t n = 30 * 50, m = 20;
+  const std::vector<double> base = small_ints(n, gen, 8);
+  std::vector<std::vector<double>> models, tau;
+  della_options o;
+  o.seed = 3;
+  o.shape = {30, 50};
+  o.rescale = della_rescale::inverse_probability;
+  o.output = merge_output::delta;
+  for (std::size_t i = 0; i < m; ++i) {
+    tau.push_back(small_ints(n, gen, 0));
+    models.push_back(base);
+    for (std::size_t j = 0; j < n; ++j) models.back()[j] += tau.back()[j];
+    o.densities.push_back(0.3 + 0.02 * static_cast<double>(i));
+    o.epsilons.push_back(0.01 * static_cast<double>(i % 7));
+  }
+  const std::vector<double> w(m, 1.0);
+  std::vector<std::vector<double>> t;
+  for (std::size_t i = 0; i < m; ++i)
+    t.push_back(ref_della(tau[i], 50, 1, o.densities[i], o.epsilons[i], o.seed, stream_id("", i), o.rescale));
+  const auto expect = ref_merge(t, w, false);
+  std::vector<double> out(n);
+  della_linear(base, models, w, out, o);
+  for (std::size_t j = 0; j < n; ++j) REQUIRE(out[j] == Approx(expect[j]).epsilon(1e-12).margin(1e-12));
+  // One 1-D row of 70000 entries: p computed per entry instead of from a table.
+  const std::size_t big = 70000;
+  const auto tb = small_ints(big, gen, 0), zb = std::vector<double>(big, 0.0);
+  della_options ob;
+  ob.density = 0.4;
+  ob.epsilon = 0.3;
+  ob.seed = 1;
+  ob.rescale = della_rescale::inverse_probability;
+  ob.output = merge_output::delta;
+  std::vector<double> outb(big);
+  della_linear(zb, {tb}, {1}, outb, ob);
+  const auto eb = ref_della(tb, big, 1, 0.4, 0.3, 1, stream_id("", 0), ob.rescale);
+  for (std::size_t j = 0; j < big; ++j) REQUIRE(outb[j] == Approx(eb[j]).epsilon(1e-12).margin(1e-12));
 }
 
 TEST_CASE("della: a tensor merged alone gets the mask it gets inside its model", "[methods][della]") {

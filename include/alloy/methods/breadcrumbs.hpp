@@ -12,16 +12,19 @@
 //
 // Paper: Davari and Belilovsky, "Model Breadcrumbs: Scaling Multi-Task Model Merging with
 // Sparse Masks", 2023 (arXiv:2312.06795; code: rezazzr/breadcrumbs, TaskVectorMiddleKeep).
-// The selection is exact: two top-k selections per task vector (the n_top + target and
-// the n_top largest magnitudes, methods/detail/topk.hpp), so exactly `target` entries are
-// kept, whatever the ties.
+// The selection is exact: two top-k cuts per task vector (the n_top + target and the n_top
+// largest magnitudes, methods/detail/sampled_topk.hpp and topk.hpp), so exactly `target`
+// entries are kept, whatever the ties.
 //
 // Scope: per tensor (mergekit), or per row of the last dimension (the paper's code, which
 // ranks torch.topk(|tau|, k) along the last dimension and leaves 0-d tensors unmasked).
-// Complexity: per model and tensor up to four streaming passes (two radix selections; one
-// pass for tensors of at most 4096 entries), one more for a norm rescale, then one merge
-// pass. Memory: per-thread 256 KiB histograms and (N + 2) tiles of 2048 elements; per-row
-// scope adds a few words per row of the tensor in flight. Precision: computed in float
+// Complexity: per tensor of at least 64Ki entries one sampled pass for the cuts of every
+// model (up to three radix passes for a cut whose sample misses or that has massive ties);
+// smaller tensors up to three radix passes per cut, one in-cache pass at most 4096 entries;
+// then one pass for a norm rescale, and one merge pass. Memory: the sample (n / 256 keys)
+// and band entries of the sampled selection, or per-thread 256 KiB histograms, and (N + 2)
+// tiles of 2048 elements per thread; per-row scope adds a few words per row of the tensor
+// in flight. Precision: computed in float
 // (double for double data), rounded once at the output. Determinism: the kept set is unique,
 // so results are bit-identical for any thread count.
 // Edge cases: density 1 keeps the whole task vector (gamma unused, as mergekit returns it
@@ -50,7 +53,6 @@
 namespace alloy {
 
 // The norm a sparsified task vector is rescaled to match (none, l1, l2, linf).
-using detail::rescale_norm;
 
 // Which entries one Breadcrumbs ranking runs over.
 //   per_tensor  the whole tensor (mergekit)
@@ -142,49 +144,64 @@ inline void check_gammas(std::string_view method, std::span<const double> gammas
   }
 }
 
-// Model i's mask over job j (one ranking).
-inline tv_mask breadcrumbs_mask(const sparse_job& job, std::size_t i, double density, double gamma,
-                                bool storage_precision, const execution& ex) {
-  tv_mask m;
-  const std::size_t n = job.out.size;
-  if (density >= 1 || n == 0) return m;  // kind::all
-  const breadcrumbs_band b = breadcrumbs_counts(density, gamma, n);
-  if (b.keep == b.drop) {
-    m.type = tv_mask::kind::none;
-    return m;
+// Sets job.masks (one ranking per model). The cuts of every model, both the n_top + target
+// and the n_top largest, come from one tensor_cuts call: one sampled pass over the tensor
+// for all of them when it is large enough (methods/detail/sampled_topk.hpp), the exact radix
+// selection otherwise; the same kept set either way.
+inline void breadcrumbs_job_masks(sparse_job& job, std::span<const double> densities, std::span<const double> gammas,
+                                  bool storage_precision, const execution& ex) {
+  const std::size_t n = job.out.size, n_models = densities.size();
+  job.masks.assign(n_models, tv_mask{});
+  sparse_job cuts{job.name, job.base, {}, job.out, {}};  // model i once per cut it needs
+  std::vector<std::size_t> ks, slot;                     // slot: 2 i (keep cut), 2 i + 1 (drop cut)
+  std::vector<breadcrumbs_band> bands(n_models);
+  for (std::size_t i = 0; i < n_models; ++i) {
+    if (densities[i] >= 1 || n == 0) continue;  // kind::all
+    const breadcrumbs_band b = bands[i] = breadcrumbs_counts(densities[i], gammas[i], n);
+    if (b.keep == b.drop) {  // target 0
+      job.masks[i].type = tv_mask::kind::none;
+      continue;
+    }
+    for (std::size_t c = 0; c < 2; ++c) {
+      const std::size_t k = c == 0 ? b.keep : b.drop;
+      if (k == 0) continue;
+      ks.push_back(k);
+      slot.push_back(2 * i + c);
+      cuts.models.push_back(job.models[i]);
+    }
   }
-  const std::size_t sizes[] = {n};
-  const task_vector_producer produce{std::span(&job, 1), i, storage_precision};
-  m.keep = topk_select(std::span<const std::size_t>(sizes), b.keep, produce, ex).rule(0);
-  if (b.drop == 0) {
-    m.type = b.keep == n ? tv_mask::kind::all : tv_mask::kind::topk;
-    return m;
+  if (ks.empty()) return;
+  const std::vector<topk_rule> rules = tensor_cuts(cuts, ks, storage_precision, ex);
+  for (std::size_t w = 0; w < ks.size(); ++w) {
+    const std::size_t i = slot[w] / 2;
+    tv_mask& m = job.masks[i];
+    if (slot[w] % 2 == 0) {
+      m.keep = rules[w];
+      m.type = bands[i].drop != 0 ? tv_mask::kind::band : bands[i].keep == n ? tv_mask::kind::all : tv_mask::kind::topk;
+    } else {
+      m.drop = rules[w];
+    }
   }
-  m.drop = topk_select(std::span<const std::size_t>(sizes), b.drop, produce, ex).rule(0);
-  m.type = tv_mask::kind::band;
-  return m;
 }
 
 // Sets every job's masks. whole[j]: job j is kept unmasked (a 0-d tensor under per_row).
-// Rankings of at most topk_tile entries (one pass each, in cache) run in parallel across
+// Tensors of at most topk_tile entries (one pass each, in cache) run in parallel across
 // jobs; larger ones one at a time, each selection parallel inside.
 inline void build_breadcrumbs_masks(std::span<sparse_job> jobs, const std::vector<char>& whole,
                                     std::span<const double> densities, std::span<const double> gammas,
                                     bool storage_precision, const execution& ex) {
-  const std::size_t n_models = densities.size();
-  std::vector<std::size_t> small, large;  // job * n_models + model
+  std::vector<std::size_t> small, large;
   for (std::size_t j = 0; j < jobs.size(); ++j) {
-    jobs[j].masks.assign(n_models, tv_mask{});
-    if (!whole.empty() && whole[j]) continue;
-    for (std::size_t i = 0; i < n_models; ++i)
-      (jobs[j].out.size <= topk_tile ? small : large).push_back(j * n_models + i);
+    if (!whole.empty() && whole[j]) {
+      jobs[j].masks.assign(densities.size(), tv_mask{});
+      continue;
+    }
+    (jobs[j].out.size <= topk_tile ? small : large).push_back(j);
   }
-  auto build = [&](std::size_t t, const execution& inner) {
-    const std::size_t j = t / n_models, i = t % n_models;
-    jobs[j].masks[i] = breadcrumbs_mask(jobs[j], i, densities[i], gammas[i], storage_precision, inner);
-  };
-  parallel_for(small.size(), ex, [&](std::size_t k) { build(small[k], execution{1}); });
-  for (std::size_t t : large) build(t, ex);
+  parallel_for(small.size(), ex, [&](std::size_t k) {
+    breadcrumbs_job_masks(jobs[small[k]], densities, gammas, storage_precision, execution{1});
+  });
+  for (std::size_t j : large) breadcrumbs_job_masks(jobs[j], densities, gammas, storage_precision, ex);
 }
 
 // sum over every element of sign(vote): the paper's zero-vote rule needs its sign over the

@@ -15,10 +15,11 @@
 //   della_linear: d = sum_i w_i t_i  (/ sum_i w_i with `normalize`; |sum| < 1e-8 counts as 1)
 //   theta = theta_base + lambda d
 //
-// Paper: Deep, Bhardwaj, Majumder, Poria, "DELLA-Merging: Reducing Interference in Model
-// Merging through Magnitude-Based Sampling", 2024 (arXiv 2406.11617; code declare-lab/della,
-// a mergekit fork). The keep probabilities of a row average to density, so about density * n
-// entries survive; with 1/p rescaling E[t_i] = tau_i.
+// Paper: Deep, Bhardwaj, Poria, "DELLA-Merging: Reducing Interference in Model Merging
+// through Magnitude-Based Sampling", 2024 (arXiv 2406.11617; code declare-lab/della, a
+// mergekit fork). The paper's p is the drop probability and its rescale 1 / (1 - p); here p
+// is the keep probability. The keep probabilities of a row average to density, so about
+// density * n entries survive; with 1/p rescaling E[t_i] = tau_i.
 //
 // Randomness: a pure function of (seed, tensor name, model index, element index), as DARE's
 // (core/random.hpp): the same bits for every thread count, SIMD width and chunking, and a

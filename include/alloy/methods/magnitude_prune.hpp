@@ -24,7 +24,6 @@
 
 namespace alloy {
 
-using detail::rescale_norm;
 
 struct magnitude_prune_options {
   double density = 1.0;

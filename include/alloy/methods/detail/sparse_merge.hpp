@@ -441,7 +441,15 @@ struct task_vector_producer {
 // either norm is below 1e-7. Applies to masks whose scale is still 1 and that do not rescale
 // per entry (inverse_probability); norms are accumulated in double, per work item, and
 // combined in item order (deterministic).
+}  // namespace alloy::detail
+
+namespace alloy {
+// Norm matching of a sparsified task vector: L1, L2 or L-infinity (mergekit's `rescale`).
 enum class rescale_norm { none, l1, l2, linf };
+}  // namespace alloy
+
+namespace alloy::detail {
+
 
 inline void match_norms(std::span<sparse_job> jobs, rescale_norm norm, bool storage_precision, const execution& ex) {
   if (norm == rescale_norm::none || jobs.empty()) return;
