@@ -212,7 +212,7 @@ class recipe_parser {
     std::optional<YAML::Node> models_node, method_node;
     for (auto it = root.begin(); it != root.end(); ++it) {
       const std::string key = key_of(it->first, "", seen);
-      const YAML::Node& v = it->second;
+      const YAML::Node v = it->second;
       if (key == "merge_method") {
         method_node = v;
       } else if (key == "base_model") {
@@ -330,7 +330,7 @@ class recipe_parser {
     std::set<std::string> seen;
     for (auto it = v.begin(); it != v.end(); ++it) {
       const std::string key = key_of(it->first, "alloy", seen);
-      const YAML::Node& x = it->second;
+      const YAML::Node x = it->second;
       if (key == "preset") {
         const std::string s = string_value(x, "alloy.preset");
         if (s == "mergekit") r_.preset = alloy::preset::mergekit;

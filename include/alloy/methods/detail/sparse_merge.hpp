@@ -24,6 +24,7 @@
 #include <alloy/kernels/convert.hpp>
 #include <alloy/kernels/radix_select.hpp>
 #include <alloy/kernels/stream.hpp>
+#include <alloy/kernels/task_vector_mask.hpp>
 #include <alloy/methods/detail/topk.hpp>
 
 #include <algorithm>
@@ -95,11 +96,10 @@ template <class C>
 void task_vector_tile(const tensor_view& x, const C* b, std::size_t begin, std::size_t len, bool storage_precision,
                       C* tau) noexcept {
   if (x.type == dtype_of<C>) {  // read in place: no copy of the tile
-    const C* xs = static_cast<const C*>(x.data) + begin;
-    for (std::size_t j = 0; j < len; ++j) tau[j] = xs[j] - b[j];
+    kernels::difference(static_cast<const C*>(x.data) + begin, b, tau, len);
   } else {
     kernels::widen<C>({x.data, x.type}, begin, tau, len);
-    for (std::size_t j = 0; j < len; ++j) tau[j] = tau[j] - b[j];
+    kernels::difference(tau, b, tau, len);
   }
   if (storage_precision && x.type != dtype_of<C>) {
     // Round through the storage type in place, in pieces, through a small stack buffer.
@@ -263,7 +263,6 @@ void apply_della_mask(const tv_mask& m, C* tau, std::size_t begin, std::size_t l
 template <class C>
 void apply_mask(const tv_mask& m, C* tau, std::size_t begin, std::size_t len, float* u) noexcept {
   const C scale = static_cast<C>(m.scale);
-  auto mag = [](C t) { return static_cast<float>(t); };  // the key ignores the sign
   switch (m.type) {
     case tv_mask::kind::all:
       if (m.scale != 1)
@@ -272,31 +271,17 @@ void apply_mask(const tv_mask& m, C* tau, std::size_t begin, std::size_t len, fl
     case tv_mask::kind::none:
       std::fill(tau, tau + len, C(0));
       return;
-    case tv_mask::kind::topk: {
-      const std::uint32_t key = m.keep.key;
-      const std::size_t ties = m.keep.tie_limit(begin, len);
-      for (std::size_t j = 0; j < len; ++j) {
-        const std::uint32_t k = kernels::magnitude_key(mag(tau[j]));
-        const bool keep = (k > key) | ((k == key) & (j < ties));
-        tau[j] = keep ? tau[j] * scale : C(0);
-      }
+    case tv_mask::kind::topk:
+      kernels::keep_band(tau, len, m.keep.key, m.keep.tie_limit(begin, len), 0, 0, scale, false);
       return;
-    }
-    case tv_mask::kind::band: {
-      const std::size_t keep_ties = m.keep.tie_limit(begin, len), drop_ties = m.drop.tie_limit(begin, len);
-      for (std::size_t j = 0; j < len; ++j) {
-        const std::uint32_t k = kernels::magnitude_key(mag(tau[j]));
-        const bool in_keep = (k > m.keep.key) | ((k == m.keep.key) & (j < keep_ties));
-        const bool in_drop = (k > m.drop.key) | ((k == m.drop.key) & (j < drop_ties));
-        tau[j] = (in_keep & !in_drop) ? tau[j] * scale : C(0);
-      }
+    case tv_mask::kind::band:
+      kernels::keep_band(tau, len, m.keep.key, m.keep.tie_limit(begin, len), m.drop.key, m.drop.tie_limit(begin, len),
+                         scale, true);
       return;
-    }
-    case tv_mask::kind::random: {
+    case tv_mask::kind::random:
       counter_rng(m.seed, m.stream).fill_uniform(begin, u, len);
-      for (std::size_t j = 0; j < len; ++j) tau[j] = u[j] < m.keep_probability ? tau[j] * scale : C(0);
+      kernels::keep_random(tau, u, len, m.keep_probability, scale);
       return;
-    }
     case tv_mask::kind::della: {
       rank_scratch s;
       apply_della_mask(m, tau, begin, len, u, s);

@@ -1,0 +1,811 @@
+// The streaming merge engine: runs a recipe over checkpoints on disk, tensor by tensor, with
+// memory bounded by a few tensors, and writes the merged checkpoint.
+//
+//   auto r = alloy::io::load_recipe("recipe.yaml");
+//   alloy::io::merge_engine e(r, {.exec = {4}});     // opens and checks everything
+//   print(e.plan());                                  // tensors, bytes, estimates (--dry-run)
+//   alloy::io::merge_to_folder(r, "out/");            // or: the whole job, published atomically
+//
+// Checks before any output or arithmetic (merge_engine's constructor):
+//   - the method is one alloy runs (linear, task_arithmetic, ties, magnitude_prune,
+//     dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, della, della_linear,
+//     passthrough): others are recipe_error "merge method X is not supported yet"; so are
+//     presets whose semantics need the whole model at once (ties, dare_ties and
+//     breadcrumbs_ties under preset paper: whole-model trimming or a model-wide zero-vote
+//     rule) and options a method lacks (ties with rescale: true);
+//   - every input opens as a checkpoint (io::open_checkpoint: files, indexes, shards, headers);
+//   - every input holds the same tensor names (errc::missing_tensor naming the tensor and
+//     both inputs) with the same shapes (errc::shape_mismatch); a tensor is merged when it is
+//     floating in every input (F32/F64/BF16/F16 may differ between inputs: each is converted
+//     to float, with a warning), and copied unmerged from the reference input (the base, else
+//     the first model) when it is integer or bool in every input with one dtype
+//     (errc::dtype_mismatch otherwise);
+//   - every merged tensor's parameters (recipe.hpp's resolve) are checked: ranges, a weight
+//     for every model, combined constraints, and a density that keeps no entry of a tensor
+//     where the method refuses that (ties, magnitude_prune under mergekit semantics).
+// Errors in the recipe are recipe_error; the rest are alloy::error with the codes above and
+// errc::io_error / malformed_file from io.
+//
+// Output. Tensors keep the reference input's order and shapes; a merged tensor is stored as
+// recipe.out_dtype, else as its dtype in the reference input; the files carry the metadata
+// {"format": "pt"} (what transformers expects). run() writes through io::checkpoint_writer:
+// model.safetensors, or shards of at most options.max_shard_size bytes plus an index.
+//
+// Memory and threads. Inputs are read as zero-copy views into the memory maps (a tensor whose
+// data is not aligned to its element size, which io allows in files from other writers, is
+// copied to an aligned buffer first), and each range of the maps is released
+// (mapped_file::release) as soon as it has been merged, so the resident set stays bounded by
+// what is in flight, not by the model size:
+//   - element-wise methods (linear, task_arithmetic, passthrough) and unmerged copies run in
+//     work items of options.chunk_elements elements (2^20 by default) of one tensor, items in
+//     parallel on options.exec threads, each merging into its own chunk buffer and writing it
+//     at its offset: peak = threads x chunk x (output element size + the input element
+//     sizes), a few tens of MB, whatever the model and tensor sizes;
+//   - methods that need a whole tensor (top-k thresholds, norms, row ranks: ties,
+//     magnitude_prune, dare_*, breadcrumbs*, della*) merge one tensor at a time with every
+//     thread working inside it, into one output buffer of that tensor: peak = the largest
+//     tensor's inputs (mapped) plus its output buffer, i.e. (N + 1) x input bytes + output
+//     bytes of the largest tensor, independent of the number of tensors. Tensors of at most
+//     alloy::parallel_chunk elements (norms, biases) run several at a time, one per thread.
+// merge_plan::memory_estimate gives the figure for a plan. Results do not depend on the thread
+// count or the chunk size (the methods are deterministic and element-wise ones are
+// position-independent; random methods are keyed by tensor name and element index).
+#pragma once
+
+#include <alloy/core/execution.hpp>
+#include <alloy/core/tensor.hpp>
+#include <alloy/error.hpp>
+#include <alloy/io/checkpoint.hpp>
+#include <alloy/io/recipe.hpp>
+#include <alloy/methods/breadcrumbs.hpp>
+#include <alloy/methods/dare.hpp>
+#include <alloy/methods/della.hpp>
+#include <alloy/methods/magnitude_prune.hpp>
+#include <alloy/methods/soup.hpp>
+#include <alloy/methods/task_arithmetic.hpp>
+#include <alloy/methods/ties.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include <unistd.h>
+
+namespace alloy::io {
+
+// Progress of a running merge, reported after every work item.
+struct merge_progress {
+  std::size_t tensors_done = 0, tensors_total = 0;
+  std::uint64_t bytes_done = 0, bytes_total = 0;  // input bytes read + output bytes written
+  double seconds = 0;                             // since run() started
+};
+
+struct merge_options {
+  execution exec = {};
+  std::uint64_t max_shard_size = default_max_shard_size;
+  std::size_t chunk_elements = std::size_t{1} << 20;  // element-wise work item size (a multiple of parallel_chunk)
+  // Called after each work item from the thread that finished it, never concurrently; an
+  // exception it throws aborts the merge (and is rethrown by run()).
+  std::function<void(const merge_progress&)> on_progress = {};
+};
+
+// One input checkpoint of a merge.
+struct merge_input {
+  std::string label;  // "base_model '../base'" or "models[1] './math'"
+  checkpoint ckpt;
+};
+
+enum class tensor_action : unsigned char { merge, copy };
+
+struct planned_tensor {
+  std::string name;
+  std::vector<std::size_t> shape;
+  std::size_t elements = 0;
+  dtype out_type = dtype::f32;
+  tensor_action action = tensor_action::merge;
+  std::vector<const checkpoint_tensor*> sources;  // merge: every input, in input order; copy: the reference
+  std::uint64_t input_bytes = 0, output_bytes = 0;
+  tensor_parameters parameters;  // merge only
+};
+
+struct merge_plan {
+  std::string method;
+  alloy::preset preset = alloy::preset::mergekit;
+  merge_output output = merge_output::merged;
+  bool has_base = false;            // input 0 is the base model
+  std::vector<std::string> inputs;  // labels, in input order
+  std::vector<planned_tensor> tensors;
+  std::size_t merged_tensors = 0, copied_tensors = 0;
+  std::size_t n_layers = 0;  // 1 + the largest layer index in the tensor names
+  std::uint64_t input_bytes = 0, output_bytes = 0;
+  std::uint64_t largest_tensor_bytes = 0;  // the largest output tensor
+  std::size_t shards = 1;
+  unsigned threads = 1;
+  bool whole_tensors = false;          // the method merges whole tensors (else chunks)
+  std::uint64_t memory_estimate = 0;   // peak bytes of buffers and mapped pages in flight
+  double read_passes = 1;              // how many times the method reads its inputs (for time estimates)
+  std::vector<std::string> warnings;
+};
+
+struct merge_stats {
+  double seconds = 0;
+  std::uint64_t input_bytes = 0, output_bytes = 0;
+  std::size_t tensors = 0, shards = 0;
+};
+
+namespace detail {
+
+inline bool engine_supports(merge_method_id m) noexcept {
+  switch (m) {
+    case merge_method_id::linear: case merge_method_id::task_arithmetic: case merge_method_id::ties:
+    case merge_method_id::magnitude_prune: case merge_method_id::dare_linear: case merge_method_id::dare_ties:
+    case merge_method_id::breadcrumbs: case merge_method_id::breadcrumbs_ties: case merge_method_id::della:
+    case merge_method_id::della_linear: case merge_method_id::passthrough:
+      return true;
+    default:
+      return false;
+  }
+}
+
+inline bool elementwise_method(merge_method_id m) noexcept {
+  return m == merge_method_id::linear || m == merge_method_id::task_arithmetic || m == merge_method_id::passthrough;
+}
+
+// A 64-byte-aligned byte buffer that keeps its capacity.
+class aligned_buffer {
+ public:
+  std::byte* get(std::size_t bytes) {
+    if (bytes > capacity_) {
+      data_.reset();
+      data_.reset(new (std::align_val_t{64}) std::byte[bytes]);
+      capacity_ = bytes;
+    }
+    return data_.get();
+  }
+  std::size_t capacity() const noexcept { return capacity_; }
+
+ private:
+  struct free_aligned {
+    void operator()(std::byte* p) const noexcept { ::operator delete[](p, std::align_val_t{64}); }
+  };
+  std::unique_ptr<std::byte[], free_aligned> data_;
+  std::size_t capacity_ = 0;
+};
+
+// Buffers handed to work items, one set per item in flight.
+struct item_buffers {
+  aligned_buffer out;
+  std::vector<aligned_buffer> scratch;  // misaligned inputs
+};
+
+class buffer_pool {
+ public:
+  std::unique_ptr<item_buffers> acquire() {
+    std::lock_guard lock(m_);
+    if (free_.empty()) return std::make_unique<item_buffers>();
+    auto b = std::move(free_.back());
+    free_.pop_back();
+    return b;
+  }
+  void release(std::unique_ptr<item_buffers> b) {
+    std::lock_guard lock(m_);
+    free_.push_back(std::move(b));
+  }
+
+ private:
+  std::mutex m_;
+  std::vector<std::unique_ptr<item_buffers>> free_;
+};
+
+inline std::string quoted(const std::filesystem::path& p) { return "'" + p.string() + "'"; }
+
+using rescale_kind = decltype(magnitude_prune_options{}.rescale);
+
+}  // namespace detail
+
+class merge_engine {
+ public:
+  explicit merge_engine(recipe r, merge_options o = {}) : r_(std::move(r)), o_(std::move(o)) {
+    check_method();
+    open_inputs();
+    plan_tensors();
+  }
+
+  const recipe& source_recipe() const noexcept { return r_; }
+  const merge_plan& plan() const noexcept { return plan_; }
+  const std::vector<merge_input>& inputs() const noexcept { return in_; }
+
+  // The folder whose config.json and tokenizer files go with the output: the base model's
+  // (or the first model's) folder, when that input is a folder or an index file; empty for a
+  // single .safetensors file.
+  std::filesystem::path side_file_folder() const {
+    std::filesystem::path p = r_.base_model ? *r_.base_model : r_.models[r_.merged.front()].path;
+    std::error_code ec;
+    if (std::filesystem::is_directory(p, ec)) return p;
+    if (p.filename().string().ends_with(".index.json")) return p.parent_path().empty() ? "." : p.parent_path();
+    return {};
+  }
+
+  // Merges every tensor into a checkpoint in `folder` (which must exist). Nothing appears
+  // under the final file names unless every tensor was merged and written.
+  merge_stats run(const std::filesystem::path& folder) {
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<tensor_spec> specs;
+    specs.reserve(plan_.tensors.size());
+    for (const auto& t : plan_.tensors) specs.push_back({t.name, t.out_type, t.shape});
+    checkpoint_writer w(folder, specs, {{"format", "pt"}}, o_.max_shard_size);
+
+    progress_state ps;
+    ps.start = start;
+    ps.total.tensors_total = plan_.tensors.size();
+    ps.total.bytes_total = plan_.input_bytes + plan_.output_bytes;
+    ps.remaining.reset(new std::atomic<std::size_t>[plan_.tensors.size()]);
+
+    // Work items: (tensor, first element, element count, whole tensor?).
+    struct item {
+      std::size_t tensor, first, count;
+    };
+    std::vector<item> chunked, small_whole, large_whole;
+    const std::size_t chunk = std::max<std::size_t>(parallel_chunk, o_.chunk_elements / parallel_chunk * parallel_chunk);
+    for (std::size_t j = 0; j < plan_.tensors.size(); ++j) {
+      const auto& t = plan_.tensors[j];
+      std::size_t items = 0;
+      if (t.action == tensor_action::copy || !plan_.whole_tensors) {
+        for (std::size_t s = 0; s < t.elements; s += chunk, ++items) chunked.push_back({j, s, std::min(chunk, t.elements - s)});
+        if (t.elements == 0) chunked.push_back({j, 0, 0}), ++items;
+      } else {
+        (t.elements <= parallel_chunk ? small_whole : large_whole).push_back({j, 0, t.elements});
+        items = 1;
+      }
+      ps.remaining[j].store(items, std::memory_order_relaxed);
+    }
+
+    detail::buffer_pool pool;
+    auto run_item = [&](const item& it, const execution& ex) {
+      auto buffers = pool.acquire();
+      process(w, plan_.tensors[it.tensor], it.first, it.count, ex, *buffers);
+      pool.release(std::move(buffers));
+      finish_item(ps, it.tensor, it.first, it.count);
+    };
+    const execution one{1};
+    parallel_for(chunked.size(), o_.exec, [&](std::size_t k) { run_item(chunked[k], one); });
+    parallel_for(small_whole.size(), o_.exec, [&](std::size_t k) { run_item(small_whole[k], one); });
+    for (const auto& it : large_whole) run_item(it, o_.exec);
+
+    w.commit();
+    merge_stats s;
+    s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    s.input_bytes = plan_.input_bytes;
+    s.output_bytes = plan_.output_bytes;
+    s.tensors = plan_.tensors.size();
+    s.shards = w.shard_count();
+    return s;
+  }
+
+ private:
+  struct progress_state {
+    std::chrono::steady_clock::time_point start;
+    std::mutex m;
+    merge_progress total;
+    std::unique_ptr<std::atomic<std::size_t>[]> remaining;
+  };
+
+  std::string where() const { return r_.label() + ": "; }
+
+  // ---- checks and plan
+
+  void check_method() {
+    const auto& info = r_.info();
+    if (!detail::engine_supports(r_.method))
+      throw recipe_error(where() + "merge method " + std::string(info.name) +
+                         " is not supported yet (alloy merges linear, task_arithmetic, ties, magnitude_prune, "
+                         "dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, della, della_linear, passthrough)");
+    const auto preset = r_.preset;
+    auto needs_whole_model = [&](const char* why) {
+      throw recipe_error(where() + "merge method " + std::string(info.name) + " with preset " +
+                         std::string(preset_name(preset)) + " " + why +
+                         "; alloy's streaming merge works tensor by tensor and does not support it yet (use preset "
+                         "mergekit or peft, or the library's model-level function)");
+    };
+    try {
+      switch (r_.method) {
+        case merge_method_id::ties: {
+          const auto o = ties_options::preset(preset);
+          if (o.scope == trim_scope::whole_model) needs_whole_model("trims each task vector over the whole model");
+          if (o.zero == zero_vote::model_majority) needs_whole_model("breaks zero votes by the model-wide majority sign");
+          break;
+        }
+        case merge_method_id::dare_ties:
+          if (dare_options::preset(preset).zero == zero_vote::model_majority)
+            needs_whole_model("breaks zero votes by the model-wide majority sign");
+          break;
+        case merge_method_id::breadcrumbs_ties:
+          if (breadcrumbs_options::preset(preset).zero == zero_vote::model_majority)
+            needs_whole_model("breaks zero votes by the model-wide majority sign");
+          break;
+        case merge_method_id::breadcrumbs: (void)breadcrumbs_options::preset(preset); break;
+        case merge_method_id::della: case merge_method_id::della_linear: (void)della_options::preset(preset); break;
+        default: break;
+      }
+    } catch (const recipe_error&) {
+      throw;
+    } catch (const error& e) {  // a preset the method does not have (peft for breadcrumbs, della)
+      throw recipe_error(where() + "alloy.preset " + std::string(preset_name(preset)) + ": " + e.what());
+    }
+    if (r_.method == merge_method_id::ties) {
+      if (const auto it = r_.parameters.find("rescale"); it != r_.parameters.end())
+        for (const auto& v : it->second.values)
+          if (v.truthy())
+            throw recipe_error(where() + "parameter " + it->second.where +
+                               ": alloy's ties has no rescale (use magnitude_prune, which has one, or remove it)");
+    }
+  }
+
+  void open_inputs() {
+    const auto& info = r_.info();
+    plan_.has_base = info.base == merge_method_info::base_use::required;
+    auto open = [&](const std::filesystem::path& p, const std::string& label) {
+      try {
+        in_.push_back({label, open_checkpoint(p)});
+      } catch (const error& e) {
+        throw error(e.code(), std::string(e.what()) + " (" + label + " in " + r_.label() + ")");
+      }
+    };
+    if (plan_.has_base) open(*r_.base_model, "base_model '" + r_.base_spelled + "'");
+    for (std::size_t k : r_.merged) open(r_.models[k].path, r_.models[k].where + " '" + r_.models[k].spelled + "'");
+    for (const auto& i : in_) plan_.inputs.push_back(i.label);
+  }
+
+  void plan_tensors() {
+    plan_.method = r_.method_name;
+    plan_.preset = r_.preset;
+    plan_.output = r_.output;
+    plan_.threads = resolve_threads(o_.exec);
+    plan_.whole_tensors = !detail::elementwise_method(r_.method);
+    plan_.warnings = r_.warnings;
+    const checkpoint& ref = in_[0].ckpt;
+
+    // The same names everywhere.
+    for (std::size_t i = 1; i < in_.size(); ++i) {
+      for (const auto& t : ref.tensors())
+        if (!in_[i].ckpt.contains(t.name()))
+          throw error(errc::missing_tensor, "tensor '" + t.name() + "' is in " + in_[0].label + " but not in " + in_[i].label);
+      for (const auto& t : in_[i].ckpt.tensors())
+        if (!ref.contains(t.name()))
+          throw error(errc::missing_tensor, "tensor '" + t.name() + "' is in " + in_[i].label + " but not in " + in_[0].label);
+    }
+    {
+      std::vector<std::string_view> names;
+      for (const auto& t : ref.tensors()) names.push_back(t.name());
+      plan_.n_layers = count_layers(names);
+    }
+
+    std::size_t mixed = 0;
+    std::string mixed_example;
+    for (const auto& rt : ref.tensors()) {
+      planned_tensor t;
+      t.name = rt.name();
+      t.shape = rt.shape();
+      t.elements = rt.elements();
+      bool floating = true, integer = true;
+      for (std::size_t i = 0; i < in_.size(); ++i) {
+        const checkpoint_tensor& x = in_[i].ckpt.at(t.name);
+        if (x.shape() != t.shape)
+          throw error(errc::shape_mismatch, "tensor '" + t.name + "' has shape " + shape_string(x.shape()) + " in " +
+                                                in_[i].label + " but " + shape_string(t.shape) + " in " + in_[0].label);
+        floating = floating && is_floating(x.type());
+        integer = integer && !is_floating(x.type());
+        t.sources.push_back(&x);
+      }
+      if (!floating && !integer)
+        throw error(errc::dtype_mismatch, "tensor '" + t.name + "' is " + dtype_list(t.name) +
+                                              ": a floating tensor cannot be merged with an integer or bool one");
+      if (integer) {
+        for (std::size_t i = 1; i < in_.size(); ++i)
+          if (t.sources[i]->type() != rt.type())
+            throw error(errc::dtype_mismatch, "tensor '" + t.name + "' is " + dtype_list(t.name) +
+                                                  ": integer and bool tensors are copied unmerged and must agree");
+        t.action = tensor_action::copy;
+        t.out_type = rt.type();
+        t.sources.resize(1);
+        t.input_bytes = rt.bytes();
+        ++plan_.copied_tensors;
+      } else {
+        for (std::size_t i = 1; i < in_.size(); ++i)
+          if (t.sources[i]->type() != rt.type()) {
+            if (mixed++ == 0) mixed_example = "tensor '" + t.name + "' is " + dtype_list(t.name);
+            break;
+          }
+        t.action = tensor_action::merge;
+        t.out_type = r_.out_dtype.value_or(rt.type());
+        for (const auto* s : t.sources) t.input_bytes += s->bytes();
+        t.parameters = resolve(r_, t.name, plan_.n_layers);
+        check_parameters(r_, t.parameters, t.name);
+        check_keeps_entries(t);
+        ++plan_.merged_tensors;
+      }
+      // A passthrough of the same dtype without a scale is a plain copy.
+      if (r_.method == merge_method_id::passthrough && t.action == tensor_action::merge &&
+          t.out_type == rt.type() && t.parameters.models[0].scale.value_or(1.0) == 1.0) {
+        t.action = tensor_action::copy;
+        t.sources.resize(1);
+      }
+      t.output_bytes = static_cast<std::uint64_t>(t.elements) * dtype_size(t.out_type);
+      plan_.input_bytes += t.input_bytes;
+      plan_.output_bytes += t.output_bytes;
+      plan_.largest_tensor_bytes = std::max(plan_.largest_tensor_bytes, t.output_bytes);
+      plan_.tensors.push_back(std::move(t));
+    }
+    if (plan_.tensors.empty()) throw error(errc::empty_input, in_[0].label + " has no tensors");
+    if (mixed)
+      plan_.warnings.push_back(mixed_example + (mixed > 1 ? " (and " + std::to_string(mixed - 1) + " more tensors)" : "") +
+                               ": the inputs' floating dtypes differ; each is converted to float for the merge");
+    if (r_.compute_dtype && !r_.out_dtype) {
+      const auto d = parse_float_dtype_name(*r_.compute_dtype);
+      if (d && d != ref.tensors().front().type() && is_floating(ref.tensors().front().type()))
+        plan_.warnings.push_back("dtype: " + *r_.compute_dtype + " without out_dtype: mergekit would also store the result as " +
+                                 *r_.compute_dtype + "; alloy stores each tensor in the reference input's dtype (set "
+                                 "out_dtype to choose)");
+    }
+
+    // Shards, memory and passes.
+    {
+      std::uint64_t current = 0;
+      std::size_t shards = 0;
+      for (const auto& t : plan_.tensors) {
+        if (shards == 0 || (current > 0 && t.output_bytes > o_.max_shard_size - std::min(current, o_.max_shard_size))) {
+          ++shards;
+          current = 0;
+        }
+        current += t.output_bytes;
+      }
+      plan_.shards = std::max<std::size_t>(1, shards);
+    }
+    // Chunked items: an output chunk and the inputs' mapped pages per thread; whole tensors:
+    // the largest merged tensor's inputs and output.
+    std::uint64_t per_element = 0;
+    for (const auto& t : plan_.tensors) {
+      std::uint64_t e = dtype_size(t.out_type);
+      for (const auto* s : t.sources) e += dtype_size(s->type());
+      per_element = std::max(per_element, e);
+    }
+    const std::uint64_t chunk = std::max<std::size_t>(parallel_chunk, o_.chunk_elements);
+    const std::uint64_t chunk_peak = plan_.threads * chunk * per_element;
+    std::uint64_t whole_peak = 0;
+    if (plan_.whole_tensors)
+      for (const auto& t : plan_.tensors)
+        if (t.action == tensor_action::merge) whole_peak = std::max(whole_peak, t.input_bytes + t.output_bytes);
+    plan_.memory_estimate = std::max(chunk_peak, whole_peak);
+    switch (r_.method) {
+      case merge_method_id::ties: case merge_method_id::magnitude_prune: plan_.read_passes = 3; break;
+      case merge_method_id::breadcrumbs: case merge_method_id::breadcrumbs_ties: plan_.read_passes = 3; break;
+      case merge_method_id::dare_linear: case merge_method_id::dare_ties:
+      case merge_method_id::della: case merge_method_id::della_linear: plan_.read_passes = 2; break;
+      default: plan_.read_passes = 1;
+    }
+  }
+
+  std::string dtype_list(const std::string& name) const {
+    std::string s;
+    for (std::size_t i = 0; i < in_.size(); ++i) {
+      if (i) s += ", ";
+      s += std::string(dtype_name(in_[i].ckpt.at(name).type())) + " in " + in_[i].label;
+    }
+    return s;
+  }
+
+  // mergekit refuses a density whose floor(density * n) is 0 for its magnitude trimming:
+  // report it before any output rather than in the middle of the merge.
+  void check_keeps_entries(const planned_tensor& t) const {
+    if (r_.method != merge_method_id::ties && r_.method != merge_method_id::magnitude_prune) return;
+    const bool refuses = r_.method == merge_method_id::ties
+                             ? ties_options::preset(r_.preset).on_empty == empty_trim::error &&
+                                   ties_options::preset(r_.preset).rule == trim_rule::exact_k
+                             : magnitude_prune_options::preset(r_.preset).on_empty == empty_trim::error &&
+                                   magnitude_prune_options::preset(r_.preset).rule == trim_rule::exact_k;
+    if (!refuses || t.elements == 0) return;
+    for (std::size_t i = 0; i < t.parameters.models.size(); ++i) {
+      const double d = t.parameters.models[i].density.value_or(1.0);
+      if (d >= 1) continue;
+      if (d * static_cast<double>(t.elements) < 1)
+        throw recipe_error(where() + "tensor '" + t.name + "' (" + std::to_string(t.elements) + " elements), " +
+                           r_.model_label(i) + ": density " + detail::value_text(parameter_value::of(d)) +
+                           " keeps no entry (floor(density * n) = 0), which " + r_.method_name +
+                           " refuses; raise the density for this tensor (a filter can set it per tensor)");
+    }
+  }
+
+  // ---- merging
+
+  // The view of input `i` of tensor t over [first, first + count): zero-copy when aligned.
+  tensor_view input_view(const planned_tensor& t, std::size_t i, std::size_t first, std::size_t count,
+                         detail::item_buffers& b) const {
+    const checkpoint_tensor& s = *t.sources[i];
+    const std::size_t es = dtype_size(s.type());
+    const std::byte* p = s.data().data() + first * es;
+    if (!s.is_aligned()) {
+      if (b.scratch.size() <= i) b.scratch.resize(i + 1);
+      std::byte* dst = b.scratch[i].get(std::max<std::size_t>(1, count * es));
+      if (count) std::memcpy(dst, p, count * es);
+      p = dst;
+    }
+    return {p, count, s.type()};
+  }
+
+  void release_inputs(const planned_tensor& t, std::size_t first, std::size_t count) const {
+    for (const auto* s : t.sources) {
+      const std::size_t es = dtype_size(s->type());
+      s->file->mapping().release(s->data().subspan(first * es, count * es));
+    }
+  }
+
+  void process(checkpoint_writer& w, const planned_tensor& t, std::size_t first, std::size_t count, const execution& ex,
+               detail::item_buffers& b) {
+    if (t.action == tensor_action::copy && t.sources[0]->type() == t.out_type) {
+      const std::size_t es = dtype_size(t.out_type);
+      w.write(t.name, t.sources[0]->data().subspan(first * es, count * es), first * es);  // straight from the map
+      release_inputs(t, first, count);
+      return;
+    }
+    const std::size_t es = dtype_size(t.out_type);
+    const mutable_tensor_view out{b.out.get(std::max<std::size_t>(1, count * es)), count, t.out_type};
+    std::vector<tensor_view> in;
+    in.reserve(t.sources.size());
+    for (std::size_t i = 0; i < t.sources.size(); ++i) in.push_back(input_view(t, i, first, count, b));
+    if (t.action == tensor_action::copy) {
+      weighted_average(std::span<const tensor_view>(in), std::vector<double>{1.0}, out,
+                       weighted_average_options{false, {}, ex});
+    } else {
+      merge_tensor(t, in, out, ex);
+    }
+    w.write(t.name, std::span<const std::byte>(static_cast<const std::byte*>(out.data), out.bytes()), first * es);
+    release_inputs(t, first, count);
+  }
+
+  void merge_tensor(const planned_tensor& t, const std::vector<tensor_view>& in, mutable_tensor_view out,
+                    const execution& ex) const {
+    const tensor_parameters& p = t.parameters;
+    const std::size_t n = p.models.size();
+    std::vector<double> weights(n), densities(n), gammas(n), epsilons(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      weights[i] = p.models[i].weight.value_or(1.0);
+      densities[i] = p.models[i].density.value_or(1.0);
+      gammas[i] = p.models[i].gamma.value_or(0.01);
+      epsilons[i] = p.models[i].epsilon.value_or(0.15);
+    }
+    const auto& info = r_.info();
+    const double lambda = p.lambda.value_or(1.0);
+    const bool linear_normalize = p.normalize.value_or(info.normalize_default);
+    const consensus vote = p.consensus_method && *p.consensus_method == "count" ? consensus::count : consensus::sum;
+    // TIES-style denominators: unset keeps the preset's (mergekit's defaults), true turns a
+    // missing one into the sum of agreeing weights, false removes it.
+    auto denominator = [&](ties_denominator preset_choice) {
+      if (!p.normalize) return preset_choice;
+      if (!*p.normalize) return ties_denominator::none;
+      return preset_choice == ties_denominator::none ? ties_denominator::weight_sum : preset_choice;
+    };
+    const tensor_view base = in.empty() ? tensor_view{} : in[0];
+    const std::span<const tensor_view> models = plan_.has_base ? std::span<const tensor_view>(in).subspan(1)
+                                                               : std::span<const tensor_view>(in);
+    using rk = detail::rescale_kind;
+    switch (r_.method) {
+      case merge_method_id::linear:
+        weighted_average(models, weights, out, weighted_average_options{linear_normalize, {}, ex});
+        return;
+      case merge_method_id::passthrough:
+        weighted_average(models, std::vector<double>{p.models[0].scale.value_or(1.0)}, out,
+                         weighted_average_options{false, {}, ex});
+        return;
+      case merge_method_id::task_arithmetic: {
+        task_arithmetic_options o;
+        o.lambda = lambda;
+        o.normalize = linear_normalize;
+        o.output = r_.output;
+        o.exec = ex;
+        task_arithmetic(base, models, weights, out, o);
+        return;
+      }
+      case merge_method_id::ties: {
+        ties_options o = ties_options::preset(r_.preset);
+        o.densities = densities;
+        o.consensus_method = vote;
+        o.denominator = denominator(o.denominator);
+        o.lambda = lambda;
+        o.output = r_.output;
+        o.exec = ex;
+        ties(base, models, weights, out, o);
+        return;
+      }
+      case merge_method_id::magnitude_prune: {
+        magnitude_prune_options o = magnitude_prune_options::preset(r_.preset);
+        o.densities = densities;
+        o.rescale = p.rescale.value_or(false) ? rk::l1 : rk::none;
+        o.normalize = linear_normalize;
+        o.lambda = lambda;
+        o.output = r_.output;
+        o.exec = ex;
+        magnitude_prune(base, models, weights, out, o);
+        return;
+      }
+      case merge_method_id::dare_linear: case merge_method_id::dare_ties: {
+        dare_options o = dare_options::preset(r_.preset);
+        o.densities = densities;
+        o.seed = r_.seed;
+        o.tensor_name = t.name;
+        if (p.rescale && !*p.rescale) o.rescale = dare_rescale::none;
+        else if (p.rescale && o.rescale == dare_rescale::none) o.rescale = dare_rescale::l1;
+        o.normalize = linear_normalize;
+        o.consensus_method = vote;
+        o.denominator = denominator(o.denominator);
+        o.lambda = lambda;
+        o.output = r_.output;
+        o.exec = ex;
+        if (r_.method == merge_method_id::dare_ties) dare_ties(base, models, weights, out, o);
+        else dare_linear(base, models, weights, out, o);
+        return;
+      }
+      case merge_method_id::breadcrumbs: case merge_method_id::breadcrumbs_ties: {
+        breadcrumbs_options o = breadcrumbs_options::preset(r_.preset);
+        o.densities = densities;
+        o.gammas = gammas;
+        if (p.rescale) o.rescale = *p.rescale ? rk::l1 : rk::none;
+        if (o.scope == breadcrumbs_scope::per_row) {
+          if (t.shape.empty()) o.densities.assign(n, 1.0);  // the paper keeps 0-d tensors whole
+          else o.row_length = t.shape.back();
+        }
+        o.normalize = linear_normalize;
+        o.consensus_method = vote;
+        o.denominator = denominator(o.denominator);
+        o.lambda = lambda;
+        o.output = r_.output;
+        o.exec = ex;
+        if (r_.method == merge_method_id::breadcrumbs_ties) breadcrumbs_ties(base, models, weights, out, o);
+        else breadcrumbs(base, models, weights, out, o);
+        return;
+      }
+      case merge_method_id::della: case merge_method_id::della_linear: {
+        della_options o = della_options::preset(r_.preset);
+        o.densities = densities;
+        o.epsilons = epsilons;
+        o.seed = r_.seed;
+        o.tensor_name = t.name;
+        o.shape = t.shape.empty() ? std::vector<std::size_t>{t.elements} : t.shape;
+        if (p.rescale && !*p.rescale) o.rescale = della_rescale::none;
+        o.normalize = linear_normalize;
+        o.consensus_method = vote;
+        o.denominator = denominator(o.denominator);
+        o.lambda = lambda;
+        o.output = r_.output;
+        o.exec = ex;
+        if (r_.method == merge_method_id::della) della(base, models, weights, out, o);
+        else della_linear(base, models, weights, out, o);
+        return;
+      }
+      default:
+        throw recipe_error(where() + "merge method " + r_.method_name + " is not supported yet");
+    }
+  }
+
+  void finish_item(progress_state& ps, std::size_t tensor, std::size_t first, std::size_t count) {
+    const auto& t = plan_.tensors[tensor];
+    const bool last = ps.remaining[tensor].fetch_sub(1) == 1;
+    std::uint64_t bytes = 0;
+    for (const auto* s : t.sources) bytes += static_cast<std::uint64_t>(count) * dtype_size(s->type());
+    bytes += static_cast<std::uint64_t>(count) * dtype_size(t.out_type);
+    (void)first;
+    std::lock_guard lock(ps.m);
+    ps.total.bytes_done += bytes;
+    if (last) ++ps.total.tensors_done;
+    ps.total.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - ps.start).count();
+    if (o_.on_progress) o_.on_progress(ps.total);
+  }
+
+  recipe r_;
+  merge_options o_;
+  std::vector<merge_input> in_;
+  merge_plan plan_;
+};
+
+// The files copied next to a merged model from the base's (or first model's) folder.
+inline constexpr std::array<std::string_view, 14> side_files{
+    "config.json",           "generation_config.json", "tokenizer.json",   "tokenizer_config.json",
+    "special_tokens_map.json", "tokenizer.model",      "vocab.json",       "merges.txt",
+    "added_tokens.json",     "vocab.txt",              "chat_template.jinja", "chat_template.json",
+    "spiece.model",          "preprocessor_config.json"};
+
+namespace detail {
+
+// Copies config.json (with torch_dtype set to out_dtype when the recipe gives one) and the
+// tokenizer files present in `from` into `to`.
+inline void copy_side_files(const std::filesystem::path& from, const std::filesystem::path& to,
+                            std::optional<dtype> out_dtype, std::vector<std::string>& warnings) {
+  namespace fs = std::filesystem;
+  if (from.empty()) return;
+  for (auto name : side_files) {
+    const fs::path src = from / name;
+    std::error_code ec;
+    if (!fs::is_regular_file(src, ec)) continue;
+    const fs::path dst = to / name;
+    if (name == "config.json" && out_dtype) {
+      std::ifstream f(src, std::ios::binary);
+      std::stringstream text;
+      text << f.rdbuf();
+      nlohmann::ordered_json j = nlohmann::ordered_json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+      if (!j.is_discarded() && j.is_object()) {
+        if (j.contains("torch_dtype")) j["torch_dtype"] = std::string(torch_dtype_name(*out_dtype));
+        if (j.contains("dtype")) j["dtype"] = std::string(torch_dtype_name(*out_dtype));
+        write_file_atomically(dst, j.dump(2) + "\n");
+        continue;
+      }
+      warnings.push_back("'" + src.string() + "' is not a JSON object: copied unchanged");
+    }
+    fs::copy_file(src, dst, fs::copy_options::overwrite_existing, ec);
+    if (ec) throw error(errc::io_error, "cannot copy '" + src.string() + "' to '" + dst.string() + "': " + ec.message());
+  }
+}
+
+}  // namespace detail
+
+// The whole job of `alloy merge`: checks everything (merge_engine's constructor), then writes
+// the merged checkpoint, config.json and tokenizer files (from the base's folder, or the first
+// model's) and alloy_recipe.yaml (the recipe with absolute paths) into a temporary folder
+// next to out_dir (".<name>.alloy-tmp-<pid>"), and renames it to out_dir at the end. out_dir
+// must not exist, or be an empty folder; its parent must exist. On any error the temporary
+// folder is removed, so out_dir is either complete or absent (a killed process may leave the
+// hidden temporary folder, never a partial out_dir). Warnings of the plan and of the copies
+// are appended to `warnings` when given.
+inline merge_stats merge_to_folder(const recipe& r, const std::filesystem::path& out_dir, const merge_options& o = {},
+                                   std::vector<std::string>* warnings = nullptr) {
+  namespace fs = std::filesystem;
+  merge_engine e(r, o);
+  if (warnings) *warnings = e.plan().warnings;
+  fs::path out = out_dir.lexically_normal();
+  if (out.filename().empty()) out = out.parent_path();  // "out/" -> "out"
+  std::error_code ec;
+  if (fs::exists(out, ec) && !(fs::is_directory(out, ec) && fs::is_empty(out, ec)))
+    throw error(errc::io_error, "output folder " + detail::quoted(out) + " already exists and is not empty");
+  fs::path parent = out.parent_path();
+  if (parent.empty()) parent = ".";
+  if (!fs::is_directory(parent, ec))
+    throw error(errc::io_error, "the parent folder of the output " + detail::quoted(out) + " does not exist");
+  const fs::path tmp = parent / ("." + out.filename().string() + ".alloy-tmp-" + std::to_string(::getpid()));
+  fs::remove_all(tmp, ec);
+  if (!fs::create_directory(tmp, ec) || ec)
+    throw error(errc::io_error, "cannot create " + detail::quoted(tmp) + ": " + ec.message());
+  try {
+    merge_stats s = e.run(tmp);
+    std::vector<std::string> side_warnings;
+    detail::copy_side_files(e.side_file_folder(), tmp, r.out_dtype, side_warnings);
+    detail::write_file_atomically(tmp / "alloy_recipe.yaml", recipe_yaml_with_absolute_paths(r));
+    if (warnings) warnings->insert(warnings->end(), side_warnings.begin(), side_warnings.end());
+    if (::rename(tmp.c_str(), out.c_str()) != 0)
+      throw error(errc::io_error, "cannot rename " + detail::quoted(tmp) + " to " + detail::quoted(out) + ": " +
+                                      std::strerror(errno));
+    detail::sync_parent_directory(out);
+    return s;
+  } catch (...) {
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+}
+
+}  // namespace alloy::io

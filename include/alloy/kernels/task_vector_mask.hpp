@@ -1,0 +1,98 @@
+// Task-vector tile kernels for the sparse merge engine: the difference tau = x - b, and the
+// keep rules of the exact top-k (magnitude key > key, or == key at a position below a tie
+// limit), of a band between two such rules, and of a random keep, each zeroing the dropped
+// entries and scaling the kept ones in place. SIMD for float (the keys are compared as int32
+// lanes); a scalar loop for double, whose keys are those of the value rounded to float.
+// No allocation, no throw. Dropped entries become +0; kept NaNs stay NaN.
+#pragma once
+
+#include <alloy/kernels/radix_select.hpp>
+#include <alloy/kernels/simd.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+namespace alloy::kernels {
+
+template <class C>
+void difference(const C* x, const C* b, C* t, std::size_t n) noexcept {
+  constexpr std::size_t W = width<C>;
+  std::size_t j = 0;
+  for (; j + W <= n; j += W) store(t + j, load(x + j) - load(b + j));
+  for (; j < n; ++j) t[j] = x[j] - b[j];
+}
+
+namespace detail {
+
+// keep(j) for one rule, scalar: the reference the SIMD path must match.
+inline bool rule_keeps(std::uint32_t k, std::uint32_t key, std::size_t j, std::size_t ties) noexcept {
+  return (k > key) | ((k == key) & (j < ties));
+}
+
+template <class C>
+std::uint32_t key_of(C v) noexcept {
+  return magnitude_key(static_cast<float>(v));
+}
+
+}  // namespace detail
+
+// t[j] = keep ? t[j] * scale : 0, with keep = in the `keep` rule and, when has_drop, not in
+// the `drop` rule (Breadcrumbs' band). A rule keeps keys above its key, and keys equal to it
+// at tile positions j < its ties.
+template <class C>
+void keep_band(C* t, std::size_t n, std::uint32_t keep_key, std::size_t keep_ties, std::uint32_t drop_key,
+               std::size_t drop_ties, C scale, bool has_drop) noexcept {
+  keep_ties = std::min(keep_ties, n);
+  drop_ties = std::min(drop_ties, n);
+  std::size_t j = 0;
+#if !ALLOY_FORCE_SCALAR
+  if constexpr (std::is_same_v<C, float>) {
+    using ib = xsimd::batch<std::int32_t>;
+    using fb = xsimd::batch<float>;
+    constexpr std::size_t W = fb::size;
+    alignas(64) std::int32_t iota_data[W];
+    for (std::size_t l = 0; l < W; ++l) iota_data[l] = static_cast<std::int32_t>(l);
+    const ib iota = ib::load_aligned(iota_data), mask(0x7fffffff), zero(0), ones(-1);
+    const ib kk(static_cast<std::int32_t>(keep_key)), kt(static_cast<std::int32_t>(keep_ties));
+    const ib dk(static_cast<std::int32_t>(drop_key)), dt(static_cast<std::int32_t>(drop_ties));
+    const fb s(scale);
+    for (; j + W <= n; j += W) {
+      const fb v = fb::load_unaligned(t + j);
+      const ib k = xsimd::bitwise_cast<ib>(v) & mask;
+      const ib pos = iota + ib(static_cast<std::int32_t>(j));
+      auto keep = (k > kk) | ((k == kk) & (pos < kt));
+      if (has_drop) keep = keep & !((k > dk) | ((k == dk) & (pos < dt)));
+      const fb bits = xsimd::bitwise_cast<fb>(xsimd::select(keep, ones, zero));
+      ((v * s) & bits).store_unaligned(t + j);
+    }
+  }
+#endif
+  for (; j < n; ++j) {
+    const std::uint32_t k = detail::key_of(t[j]);
+    bool keep = detail::rule_keeps(k, keep_key, j, keep_ties);
+    if (has_drop) keep = keep & !detail::rule_keeps(k, drop_key, j, drop_ties);
+    t[j] = keep ? t[j] * scale : C(0);
+  }
+}
+
+// t[j] = u[j] < p ? t[j] * scale : 0
+template <class C>
+void keep_random(C* t, const float* u, std::size_t n, float p, C scale) noexcept {
+  std::size_t j = 0;
+#if !ALLOY_FORCE_SCALAR
+  if constexpr (std::is_same_v<C, float>) {
+    using fb = xsimd::batch<float>;
+    constexpr std::size_t W = fb::size;
+    const fb s(scale), pb(p), zero(0.f);
+    for (; j + W <= n; j += W) {
+      const fb v = fb::load_unaligned(t + j);
+      xsimd::select(fb::load_unaligned(u + j) < pb, v * s, zero).store_unaligned(t + j);
+    }
+  }
+#endif
+  for (; j < n; ++j) t[j] = u[j] < p ? t[j] * scale : C(0);
+}
+
+}  // namespace alloy::kernels
