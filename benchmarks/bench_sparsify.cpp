@@ -3,7 +3,7 @@
 //   ties/<dtype>/threads:N             base + 3 models (mergekit preset)
 //   magnitude_prune/<dtype>/threads:N  base + 3 models (trim + weighted sum)
 //   dare_ties/<dtype>/threads:N        base + 3 models (mergekit preset: L1 rescale)
-//   della/<dtype>/threads:N            base + 3 models (mergekit preset, epsilon 0.1)
+//   della/<dtype>/threads:N            base + 3 models as 4096 x 4096 (mergekit preset, epsilon 0.1)
 //   task_arithmetic/<dtype>/threads:N  the same data, for the ratio the issue asks for
 //
 // Inputs and output in the same dtype (F32 or BF16). Bytes = every input read once + the
@@ -95,6 +95,7 @@ void run(benchmark::State& state, method m) {
         alloy::della_options o;
         o.density = 0.2;
         o.epsilon = 0.1;
+        o.shape = {4096, 4096};  // DELLA ranks within rows: a 16Mi-entry row would be one sort
         o.exec = ex;
         alloy::della(base, models, weights, out, o);
         break;

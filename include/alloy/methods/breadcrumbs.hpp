@@ -204,55 +204,8 @@ inline void build_breadcrumbs_masks(std::span<sparse_job> jobs, const std::vecto
   for (std::size_t j : large) breadcrumbs_job_masks(jobs[j], densities, gammas, storage_precision, ex);
 }
 
-// sum over every element of sign(vote): the paper's zero-vote rule needs its sign over the
-// whole model, which per-row scope visits one tensor at a time.
-inline std::int64_t vote_balance(std::span<const sparse_job> jobs, const linear_weights& lw, const ties_options& o) {
-  std::vector<std::int64_t> per_item(task_vector_items(jobs), 0);
-  for_each_task_vector_tile(jobs, o.storage_precision, o.exec,
-                            [&](std::size_t, std::size_t item, auto tag, auto rows, std::size_t, std::size_t len) {
-                              using C = decltype(tag);
-                              const auto w = lw.get<C>();
-                              std::int64_t sum = 0;
-                              for (std::size_t j = 0; j < len; ++j) {
-                                C vote = 0;
-                                for (std::size_t i = 0; i < w.size(); ++i) {
-                                  const C u = o.weights_before_vote ? rows[1 + i][j] * w[i] : rows[1 + i][j];
-                                  vote = vote + (o.consensus_method == consensus::count ? C((u > 0) - (u < 0)) : u);
-                                }
-                                sum += (vote > 0) - (vote < 0);
-                              }
-                              per_item[item] += sum;
-                            });
-  std::int64_t total = 0;
-  for (auto v : per_item) total += v;
-  return total;
-}
 
-inline ties_options breadcrumbs_vote_options(const breadcrumbs_options& o) {
-  ties_options t;
-  t.consensus_method = o.consensus_method;
-  t.weights_before_vote = o.weights_before_vote;
-  t.denominator = o.denominator;
-  t.lambda = o.lambda;
-  t.zero = o.zero;
-  t.storage_precision = o.storage_precision;
-  t.output = o.output;
-  t.exec = o.exec;
-  return t;
-}
 
-template <class C>
-kernels::task_vector_combine<C> breadcrumbs_linear_kernel(const linear_weights& lw, const breadcrumbs_options& o) {
-  kernels::task_vector_combine<C> f;
-  f.weights = lw.get<C>();
-  f.kind = kernels::combine_kind::linear;
-  f.divide = o.normalize;
-  f.linear_divisor = lw.divisor<C>();
-  f.scale = o.lambda != 1.0;
-  f.lambda = static_cast<C>(o.lambda);
-  f.add_base = o.output == merge_output::merged;
-  return f;
-}
 
 // The rows of one tensor's job as jobs of `row` elements each.
 inline std::vector<sparse_job> row_jobs(const sparse_job& job, std::size_t row) {
@@ -291,7 +244,7 @@ inline void breadcrumbs_jobs(const char* method, std::span<sparse_job> jobs, std
     if (std::abs(lw.divisor_f) < 1e-8f) lw.divisor_f = 1;
     if (std::abs(lw.divisor_d) < 1e-8) lw.divisor_d = 1;
   }
-  const ties_options t = breadcrumbs_vote_options(o);
+  const ties_options t = vote_options_of(o);
   auto prepare = [&](std::span<sparse_job> group, const std::vector<char>& whole) {
     build_breadcrumbs_masks(group, whole, densities, gammas, o.storage_precision, o.exec);
     match_norms(group, o.rescale, o.storage_precision, o.exec);
@@ -303,7 +256,7 @@ inline void breadcrumbs_jobs(const char* method, std::span<sparse_job> jobs, std
       });
     else
       run_sparse_merge(group, o.storage_precision, o.exec,
-                       [&](std::size_t, auto tag) { return breadcrumbs_linear_kernel<decltype(tag)>(lw, o); });
+                       [&](std::size_t, auto tag) { return linear_kernel<decltype(tag)>(lw, o); });
   };
   const bool need_majority = ties_vote && o.zero == zero_vote::model_majority;
 

@@ -149,32 +149,7 @@ inline void build_dare_masks(std::span<sparse_job> jobs, std::span<const double>
   match_norms(jobs, norm, o.storage_precision, o.exec);
 }
 
-// The TIES part of dare_ties, as ties.hpp runs it.
-inline ties_options dare_vote_options(const dare_options& o) {
-  ties_options t;
-  t.consensus_method = o.consensus_method;
-  t.weights_before_vote = o.weights_before_vote;
-  t.denominator = o.denominator;
-  t.lambda = o.lambda;
-  t.zero = o.zero;
-  t.storage_precision = o.storage_precision;
-  t.output = o.output;
-  t.exec = o.exec;
-  return t;
-}
 
-template <class C>
-kernels::task_vector_combine<C> dare_linear_kernel(const linear_weights& lw, const dare_options& o) {
-  kernels::task_vector_combine<C> f;
-  f.weights = lw.get<C>();
-  f.kind = kernels::combine_kind::linear;
-  f.divide = o.normalize;
-  f.linear_divisor = lw.divisor<C>();
-  f.scale = o.lambda != 1.0;
-  f.lambda = static_cast<C>(o.lambda);
-  f.add_base = o.output == merge_output::merged;
-  return f;
-}
 
 inline void dare_jobs(const char* method, std::span<sparse_job> jobs, const std::vector<double>& weights,
                       const dare_options& o, bool ties_vote) {
@@ -190,10 +165,10 @@ inline void dare_jobs(const char* method, std::span<sparse_job> jobs, const std:
     if (std::abs(lw.divisor_f) < 1e-8f) lw.divisor_f = 1;
     if (std::abs(lw.divisor_d) < 1e-8) lw.divisor_d = 1;
     run_sparse_merge(jobs, o.storage_precision, o.exec,
-                     [&](std::size_t, auto tag) { return dare_linear_kernel<decltype(tag)>(lw, o); });
+                     [&](std::size_t, auto tag) { return linear_kernel<decltype(tag)>(lw, o); });
     return;
   }
-  const ties_options t = dare_vote_options(o);
+  const ties_options t = vote_options_of(o);
   const bool majority = t.zero == zero_vote::model_majority && majority_vote_positive(jobs, lw, t);
   run_sparse_merge(jobs, o.storage_precision, o.exec,
                    [&](std::size_t, auto tag) { return ties_kernel<decltype(tag)>(lw.get<decltype(tag)>(), t, majority); });

@@ -18,6 +18,7 @@
 #include <alloy/methods/detail/sparse_front.hpp>
 #include <alloy/methods/detail/trim.hpp>
 #include <alloy/methods/task_arithmetic.hpp>
+#include <alloy/methods/ties.hpp>
 
 #include <optional>
 #include <vector>
@@ -69,17 +70,8 @@ inline void magnitude_prune_jobs(std::span<sparse_job> jobs, const std::vector<d
   linear_weights lw(weights);
   if (std::abs(lw.divisor_f) < 1e-8f) lw.divisor_f = 1;
   if (std::abs(lw.divisor_d) < 1e-8) lw.divisor_d = 1;
-  run_sparse_merge(jobs, o.storage_precision, o.exec, [&](std::size_t, auto tag) {
-    using C = decltype(tag);
-    kernels::task_vector_combine<C> f;
-    f.weights = lw.get<C>();
-    f.divide = o.normalize;
-    f.linear_divisor = lw.divisor<C>();
-    f.scale = o.lambda != 1.0;
-    f.lambda = static_cast<C>(o.lambda);
-    f.add_base = o.output == merge_output::merged;
-    return f;
-  });
+  run_sparse_merge(jobs, o.storage_precision, o.exec,
+                   [&](std::size_t, auto tag) { return linear_kernel<decltype(tag)>(lw, o); });
 }
 
 }  // namespace detail

@@ -97,9 +97,9 @@ kernels::task_vector_combine<C> ties_kernel(std::span<const C> w, const ties_opt
   return f;
 }
 
-// The paper's zero-vote rule: the sign of sum over every element of sign(vote), i.e.
-// whether more elements vote + than -. One extra pass; per-item counts summed in order.
-inline bool majority_vote_positive(std::span<const sparse_job> jobs, const linear_weights& lw, const ties_options& o) {
+// sum over every element of sign(vote): the paper's zero-vote rule takes its sign over the
+// whole model (more elements voting + than -). One extra pass; per-item sums in item order.
+inline std::int64_t vote_balance(std::span<const sparse_job> jobs, const linear_weights& lw, const ties_options& o) {
   std::vector<std::int64_t> per_item(task_vector_items(jobs), 0);
   for_each_task_vector_tile(jobs, o.storage_precision, o.exec,
                             [&](std::size_t, std::size_t item, auto tag, auto rows, std::size_t, std::size_t len) {
@@ -118,7 +118,40 @@ inline bool majority_vote_positive(std::span<const sparse_job> jobs, const linea
                             });
   std::int64_t total = 0;
   for (auto v : per_item) total += v;
-  return total > 0;
+  return total;
+}
+
+inline bool majority_vote_positive(std::span<const sparse_job> jobs, const linear_weights& lw, const ties_options& o) {
+  return vote_balance(jobs, lw, o) > 0;
+}
+
+// The vote part of any TIES-style options (dare_ties, breadcrumbs_ties, della share the fields).
+template <class O>
+ties_options vote_options_of(const O& o) {
+  ties_options t;
+  t.consensus_method = o.consensus_method;
+  t.weights_before_vote = o.weights_before_vote;
+  t.denominator = o.denominator;
+  t.lambda = o.lambda;
+  t.zero = o.zero;
+  t.storage_precision = o.storage_precision;
+  t.output = o.output;
+  t.exec = o.exec;
+  return t;
+}
+
+// The weighted-sum combine of the linear variants (options with normalize, lambda, output).
+template <class C, class O>
+kernels::task_vector_combine<C> linear_kernel(const linear_weights& lw, const O& o) {
+  kernels::task_vector_combine<C> f;
+  f.weights = lw.get<C>();
+  f.kind = kernels::combine_kind::linear;
+  f.divide = o.normalize;
+  f.linear_divisor = lw.divisor<C>();
+  f.scale = o.lambda != 1.0;
+  f.lambda = static_cast<C>(o.lambda);
+  f.add_base = o.output == merge_output::merged;
+  return f;
 }
 
 inline void ties_jobs(std::span<sparse_job> jobs, const std::vector<double>& weights, const ties_options& o) {
