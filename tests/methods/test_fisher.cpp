@@ -104,7 +104,8 @@ TEMPLATE_LIST_TEST_CASE("fisher_merge: worked example on every storage type", "[
 TEMPLATE_LIST_TEST_CASE("fisher_merge: every output type from every input type", "[methods][fisher]", scalars) {
   // Models and Fishers stored as TestType, the output as each storage type: {2, 6, 2, 6} as above.
   const auto t0 = vec<TestType>({1, 2, 3, 4}), t1 = vec<TestType>({3, 6, -1, 8});
-  const auto f0 = vec<TestType>({1, 0, 3, 0}), f1 = vec<float>({1, 2, 1, 0});  // mixed Fisher dtypes
+  const auto f0 = vec<TestType>({1, 0, 3, 0});
+  const auto f1 = vec<float>({1, 2, 1, 0});  // mixed Fisher dtypes
   std::vector<float> of(4);
   std::vector<double> od(4);
   std::vector<bf16> ob(4);
@@ -357,7 +358,7 @@ TEST_CASE("fisher_merge: more models than one pass can stream", "[methods][fishe
 
 TEST_CASE("fisher_merge: Fisher count mismatch", "[methods][fisher][errors]") {
   std::vector<float> a{1}, b{2}, f{1}, out(1);
-  REQUIRE_THROWS_WITH(fisher_merge({a, b}, {f}, out), Catch::Contains("1 Fisher tensor set for 2 models"));
+  REQUIRE_THROWS_WITH(fisher_merge({a, b}, {f}, out), Catch::Contains("1 Fisher diagonal for 2 models"));
 }
 
 TEST_CASE("fisher_merge: coefficient count mismatch", "[methods][fisher][errors]") {

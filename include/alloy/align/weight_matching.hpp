@@ -31,8 +31,7 @@
 // Result: perms (the permutation of every group, numpy.take convention: unit i of the aligned
 // B is unit perms[g][i] of B), objective (J with the initial permutations, then J after each
 // iteration, computed exactly from the permuted tensors, in double), iterations, converged.
-// J never decreases from one iteration to the next, except (see below) for a tensor that
-// carries one group on two axes.
+// J never decreases from one iteration to the next.
 //
 // Complexity: per iteration, sum over groups of (2 n^2 K flops for each (tensor, axis) with K
 // the product of the tensor's other axes, a gather of B's tensor when another of its axes is
@@ -40,13 +39,16 @@
 // Memory: A and B's listed tensors in the compute type (float, or double), one gather buffer
 // per (tensor, axis) that needs one, and n x n for S.
 // Precision: S accumulates in the compute type inside the BLAS; gains and J in double.
-// Determinism: identical results for a given seed, inputs and BLAS (gemm results do not
-// depend on OpenBLAS's thread count, which splits the output, not the sum).
+// Determinism: identical results for a given seed, inputs, BLAS library and BLAS thread
+// count (a BLAS may sum in a different order with another thread count or CPU kernel; near
+// ties the assignment can then differ).
 // Edge cases: a group of size 0 or 1 has one permutation; a spec without groups returns J
 // alone; zero tensors give S = 0 and the identity. A tensor with one group on two axes
-// (a square hidden-to-hidden weight) makes J quadratic in that permutation: the step then
-// maximises S summed over both axes (the other axis at its current permutation), as
-// git-re-basin's get_permuted_param does, and J may decrease.
+// (a square hidden-to-hidden weight) makes J quadratic in that permutation: the step's S
+// then sums the terms of both axes, each with the other axis at its current permutation
+// (git-re-basin's get_permuted_param does the same), which linearises J; the candidate is
+// taken only when it improves J itself by more than the tolerance (one extra evaluation of
+// J per such step), since the linearised gain alone can cycle between two permutations.
 // Errors (alloy::error, before any arithmetic): the spec checks of group_sizes on either
 // model (missing tensor, rank, group sizes), a listed tensor whose shape differs between A
 // and B (shape_mismatch) or whose dtype is not floating (dtype_mismatch), an empty spec
@@ -88,8 +90,8 @@ namespace alloy::align {
 struct weight_matching_step {
   std::size_t iteration = 0;   // 0-based
   std::string_view group;
-  double old_value = 0;        // <S, P> with the current permutation
-  double new_value = 0;        // <S, P*> with the assignment found
+  double old_value = 0;        // <S, P> with the current permutation (J itself for a
+  double new_value = 0;        // <S, P*> with the assignment found     quadratic group)
   bool accepted = false;       // new_value - old_value > tolerance * max(|old|, |new|)
 };
 
@@ -350,6 +352,14 @@ weight_matching_result run_weight_matching(const permutation_spec& spec, const w
     res.converged = true;
     return res;
   }
+  // Groups that some tensor carries on two or more axes.
+  std::vector<char> quadratic(groups.size(), 0);
+  for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+    const auto& axes = spec.group_axes(groups[gi]);
+    for (std::size_t x = 0; x < axes.size() && !quadratic[gi]; ++x)
+      for (std::size_t y = x + 1; y < axes.size(); ++y)
+        if (axes[x].tensor == axes[y].tensor) quadratic[gi] = 1;
+  }
   for (std::size_t it = 0; it < o.max_iter; ++it) {
     bool progress = false;
     for (const std::size_t gi : group_order(o.seed, it, groups.size())) {
@@ -363,9 +373,19 @@ weight_matching_result run_weight_matching(const permutation_spec& spec, const w
                                           wm.group_axes_description(g));
       auto& p = res.perms.at(g);
       double old_v = 0, new_v = 0;
-      for (std::size_t i = 0; i < n; ++i) {
-        old_v += static_cast<double>(s[i * n + p[i]]);
-        new_v += static_cast<double>(s[i * n + a.col_ind[i]]);
+      if (quadratic[gi]) {
+        // J is quadratic in P here: judge the candidate by J itself, so J never decreases
+        // (the linearised gain alone can cycle between two permutations).
+        old_v = wm.objective(res.perms);
+        std::vector<std::size_t> kept = std::move(p);
+        p = a.col_ind;
+        new_v = wm.objective(res.perms);
+        p = std::move(kept);
+      } else {
+        for (std::size_t i = 0; i < n; ++i) {
+          old_v += static_cast<double>(s[i * n + p[i]]);
+          new_v += static_cast<double>(s[i * n + a.col_ind[i]]);
+        }
       }
       const bool take = new_v - old_v > o.tolerance * std::max(std::abs(old_v), std::abs(new_v));
       if (take) {

@@ -8,7 +8,7 @@
 //
 // Checks before any output or arithmetic (merge_engine's constructor):
 //   - the method is one alloy runs (linear, task_arithmetic, ties, magnitude_prune,
-//     dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, della, della_linear,
+//     dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, della, della_linear, slerp,
 //     passthrough): others are recipe_error "merge method X is not supported yet"; so are
 //     presets whose semantics need the whole model at once (ties, dare_ties and
 //     breadcrumbs_ties under preset paper: whole-model trimming or a model-wide zero-vote
@@ -41,8 +41,8 @@
 //     parallel on options.exec threads, each merging into its own chunk buffer and writing it
 //     at its offset: peak = threads x chunk x (output element size + the input element
 //     sizes), a few tens of MB, whatever the model and tensor sizes;
-//   - methods that need a whole tensor (top-k thresholds, norms, row ranks: ties,
-//     magnitude_prune, dare_*, breadcrumbs*, della*) merge one tensor at a time with every
+//   - methods that need a whole tensor (top-k thresholds, norms, row ranks, angles: ties,
+//     magnitude_prune, dare_*, breadcrumbs*, della*, slerp) merge one tensor at a time with every
 //     thread working inside it, into one output buffer of that tensor: peak = the largest
 //     tensor's inputs (mapped) plus its output buffer, i.e. (N + 1) x input bytes + output
 //     bytes of the largest tensor, independent of the number of tensors. Tensors of at most
@@ -61,6 +61,7 @@
 #include <alloy/methods/dare.hpp>
 #include <alloy/methods/della.hpp>
 #include <alloy/methods/magnitude_prune.hpp>
+#include <alloy/methods/slerp.hpp>
 #include <alloy/methods/soup.hpp>
 #include <alloy/methods/task_arithmetic.hpp>
 #include <alloy/methods/ties.hpp>
@@ -140,9 +141,9 @@ struct merge_plan {
   std::uint64_t largest_tensor_bytes = 0;  // the largest output tensor
   std::size_t shards = 1;
   unsigned threads = 1;
-  bool whole_tensors = false;          // the method merges whole tensors (else chunks)
-  std::uint64_t memory_estimate = 0;   // peak bytes of buffers and mapped pages in flight
-  double read_passes = 1;              // how many times the method reads its inputs (for time estimates)
+  bool whole_tensors = false;         // the method merges whole tensors (else chunks)
+  std::uint64_t memory_estimate = 0;  // peak bytes of buffers and mapped pages in flight
+  double read_passes = 1;             // how many times the method reads its inputs (for time estimates)
   std::vector<std::string> warnings;
 };
 
@@ -156,13 +157,19 @@ namespace detail {
 
 inline bool engine_supports(merge_method_id m) noexcept {
   switch (m) {
-    case merge_method_id::linear: case merge_method_id::task_arithmetic: case merge_method_id::ties:
-    case merge_method_id::magnitude_prune: case merge_method_id::dare_linear: case merge_method_id::dare_ties:
-    case merge_method_id::breadcrumbs: case merge_method_id::breadcrumbs_ties: case merge_method_id::della:
-    case merge_method_id::della_linear: case merge_method_id::passthrough:
-      return true;
-    default:
-      return false;
+    case merge_method_id::linear:
+    case merge_method_id::task_arithmetic:
+    case merge_method_id::ties:
+    case merge_method_id::magnitude_prune:
+    case merge_method_id::dare_linear:
+    case merge_method_id::dare_ties:
+    case merge_method_id::breadcrumbs:
+    case merge_method_id::breadcrumbs_ties:
+    case merge_method_id::della:
+    case merge_method_id::della_linear:
+    case merge_method_id::passthrough:
+    case merge_method_id::slerp: return true;
+    default: return false;
   }
 }
 
@@ -260,17 +267,20 @@ class merge_engine {
     ps.total.bytes_total = plan_.input_bytes + plan_.output_bytes;
     ps.remaining.reset(new std::atomic<std::size_t>[plan_.tensors.size()]);
 
-    // Work items: (tensor, first element, element count, whole tensor?).
+    // Work items: (tensor, first element, element count). chunk_elements is rounded down to a
+    // multiple of parallel_chunk (at least one).
     struct item {
       std::size_t tensor, first, count;
     };
     std::vector<item> chunked, small_whole, large_whole;
-    const std::size_t chunk = std::max<std::size_t>(parallel_chunk, o_.chunk_elements / parallel_chunk * parallel_chunk);
+    const std::size_t chunk =
+        std::max<std::size_t>(parallel_chunk, o_.chunk_elements / parallel_chunk * parallel_chunk);
     for (std::size_t j = 0; j < plan_.tensors.size(); ++j) {
       const auto& t = plan_.tensors[j];
       std::size_t items = 0;
       if (t.action == tensor_action::copy || !plan_.whole_tensors) {
-        for (std::size_t s = 0; s < t.elements; s += chunk, ++items) chunked.push_back({j, s, std::min(chunk, t.elements - s)});
+        for (std::size_t s = 0; s < t.elements; s += chunk, ++items)
+          chunked.push_back({j, s, std::min(chunk, t.elements - s)});
         if (t.elements == 0) chunked.push_back({j, 0, 0}), ++items;
       } else {
         (t.elements <= parallel_chunk ? small_whole : large_whole).push_back({j, 0, t.elements});
@@ -318,7 +328,8 @@ class merge_engine {
     if (!detail::engine_supports(r_.method))
       throw recipe_error(where() + "merge method " + std::string(info.name) +
                          " is not supported yet (alloy merges linear, task_arithmetic, ties, magnitude_prune, "
-                         "dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, della, della_linear, passthrough)");
+                         "dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, della, della_linear, slerp, "
+                         "passthrough)");
     const auto preset = r_.preset;
     auto needs_whole_model = [&](const char* why) {
       throw recipe_error(where() + "merge method " + std::string(info.name) + " with preset " +
@@ -331,7 +342,8 @@ class merge_engine {
         case merge_method_id::ties: {
           const auto o = ties_options::preset(preset);
           if (o.scope == trim_scope::whole_model) needs_whole_model("trims each task vector over the whole model");
-          if (o.zero == zero_vote::model_majority) needs_whole_model("breaks zero votes by the model-wide majority sign");
+          if (o.zero == zero_vote::model_majority)
+            needs_whole_model("breaks zero votes by the model-wide majority sign");
           break;
         }
         case merge_method_id::dare_ties:
@@ -343,7 +355,8 @@ class merge_engine {
             needs_whole_model("breaks zero votes by the model-wide majority sign");
           break;
         case merge_method_id::breadcrumbs: (void)breadcrumbs_options::preset(preset); break;
-        case merge_method_id::della: case merge_method_id::della_linear: (void)della_options::preset(preset); break;
+        case merge_method_id::della:
+        case merge_method_id::della_linear: (void)della_options::preset(preset); break;
         default: break;
       }
     } catch (const recipe_error&) {
@@ -388,10 +401,12 @@ class merge_engine {
     for (std::size_t i = 1; i < in_.size(); ++i) {
       for (const auto& t : ref.tensors())
         if (!in_[i].ckpt.contains(t.name()))
-          throw error(errc::missing_tensor, "tensor '" + t.name() + "' is in " + in_[0].label + " but not in " + in_[i].label);
+          throw error(errc::missing_tensor,
+                      "tensor '" + t.name() + "' is in " + in_[0].label + " but not in " + in_[i].label);
       for (const auto& t : in_[i].ckpt.tensors())
         if (!ref.contains(t.name()))
-          throw error(errc::missing_tensor, "tensor '" + t.name() + "' is in " + in_[i].label + " but not in " + in_[0].label);
+          throw error(errc::missing_tensor,
+                      "tensor '" + t.name() + "' is in " + in_[i].label + " but not in " + in_[0].label);
     }
     {
       std::vector<std::string_view> names;
@@ -444,8 +459,8 @@ class merge_engine {
         ++plan_.merged_tensors;
       }
       // A passthrough of the same dtype without a scale is a plain copy.
-      if (r_.method == merge_method_id::passthrough && t.action == tensor_action::merge &&
-          t.out_type == rt.type() && t.parameters.models[0].scale.value_or(1.0) == 1.0) {
+      if (r_.method == merge_method_id::passthrough && t.action == tensor_action::merge && t.out_type == rt.type() &&
+          t.parameters.models[0].scale.value_or(1.0) == 1.0) {
         t.action = tensor_action::copy;
         t.sources.resize(1);
       }
@@ -457,13 +472,15 @@ class merge_engine {
     }
     if (plan_.tensors.empty()) throw error(errc::empty_input, in_[0].label + " has no tensors");
     if (mixed)
-      plan_.warnings.push_back(mixed_example + (mixed > 1 ? " (and " + std::to_string(mixed - 1) + " more tensors)" : "") +
+      plan_.warnings.push_back(mixed_example +
+                               (mixed > 1 ? " (and " + std::to_string(mixed - 1) + " more tensors)" : "") +
                                ": the inputs' floating dtypes differ; each is converted to float for the merge");
     if (r_.compute_dtype && !r_.out_dtype) {
       const auto d = parse_float_dtype_name(*r_.compute_dtype);
       if (d && d != ref.tensors().front().type() && is_floating(ref.tensors().front().type()))
-        plan_.warnings.push_back("dtype: " + *r_.compute_dtype + " without out_dtype: mergekit would also store the result as " +
-                                 *r_.compute_dtype + "; alloy stores each tensor in the reference input's dtype (set "
+        plan_.warnings.push_back("dtype: " + *r_.compute_dtype +
+                                 " without out_dtype: mergekit would also store the result as " + *r_.compute_dtype +
+                                 "; alloy stores each tensor in the reference input's dtype (set "
                                  "out_dtype to choose)");
     }
 
@@ -488,7 +505,9 @@ class merge_engine {
       for (const auto* s : t.sources) e += dtype_size(s->type());
       per_element = std::max(per_element, e);
     }
-    const std::uint64_t chunk = std::max<std::size_t>(parallel_chunk, o_.chunk_elements);
+    std::size_t largest = 0;
+    for (const auto& t : plan_.tensors) largest = std::max(largest, t.elements);
+    const std::uint64_t chunk = std::min(std::max<std::size_t>(parallel_chunk, o_.chunk_elements), largest);
     const std::uint64_t chunk_peak = plan_.threads * chunk * per_element;
     std::uint64_t whole_peak = 0;
     if (plan_.whole_tensors)
@@ -496,10 +515,15 @@ class merge_engine {
         if (t.action == tensor_action::merge) whole_peak = std::max(whole_peak, t.input_bytes + t.output_bytes);
     plan_.memory_estimate = std::max(chunk_peak, whole_peak);
     switch (r_.method) {
-      case merge_method_id::ties: case merge_method_id::magnitude_prune: plan_.read_passes = 3; break;
-      case merge_method_id::breadcrumbs: case merge_method_id::breadcrumbs_ties: plan_.read_passes = 3; break;
-      case merge_method_id::dare_linear: case merge_method_id::dare_ties:
-      case merge_method_id::della: case merge_method_id::della_linear: plan_.read_passes = 2; break;
+      case merge_method_id::ties:
+      case merge_method_id::magnitude_prune: plan_.read_passes = 3; break;
+      case merge_method_id::breadcrumbs:
+      case merge_method_id::breadcrumbs_ties: plan_.read_passes = 3; break;
+      case merge_method_id::dare_linear:
+      case merge_method_id::dare_ties:
+      case merge_method_id::della:
+      case merge_method_id::della_linear:
+      case merge_method_id::slerp: plan_.read_passes = 2; break;
       default: plan_.read_passes = 1;
     }
   }
@@ -513,9 +537,18 @@ class merge_engine {
     return s;
   }
 
-  // mergekit refuses a density whose floor(density * n) is 0 for its magnitude trimming:
-  // report it before any output rather than in the middle of the merge.
+  // Parameter problems the library would only find in the middle of the merge, reported
+  // before any output: weights summing to 0 under linear's normalize (0/0), and a density
+  // whose floor(density * n) is 0 where the trimming refuses it (ties, magnitude_prune under
+  // mergekit semantics, as mergekit asserts k > 0).
   void check_keeps_entries(const planned_tensor& t) const {
+    if (r_.method == merge_method_id::linear && t.parameters.normalize.value_or(true)) {
+      double sum = 0;
+      for (const auto& m : t.parameters.models) sum += m.weight.value_or(1.0);
+      if (sum == 0)
+        throw recipe_error(where() + "tensor '" + t.name +
+                           "': the weights sum to 0, so linear's normalize would divide by 0 (set normalize: false)");
+    }
     if (r_.method != merge_method_id::ties && r_.method != merge_method_id::magnitude_prune) return;
     const bool refuses = r_.method == merge_method_id::ties
                              ? ties_options::preset(r_.preset).on_empty == empty_trim::error &&
@@ -604,8 +637,8 @@ class merge_engine {
       return preset_choice == ties_denominator::none ? ties_denominator::weight_sum : preset_choice;
     };
     const tensor_view base = in.empty() ? tensor_view{} : in[0];
-    const std::span<const tensor_view> models = plan_.has_base ? std::span<const tensor_view>(in).subspan(1)
-                                                               : std::span<const tensor_view>(in);
+    const std::span<const tensor_view> models =
+        plan_.has_base ? std::span<const tensor_view>(in).subspan(1) : std::span<const tensor_view>(in);
     using rk = detail::rescale_kind;
     switch (r_.method) {
       case merge_method_id::linear:
@@ -646,31 +679,39 @@ class merge_engine {
         magnitude_prune(base, models, weights, out, o);
         return;
       }
-      case merge_method_id::dare_linear: case merge_method_id::dare_ties: {
+      case merge_method_id::dare_linear:
+      case merge_method_id::dare_ties: {
         dare_options o = dare_options::preset(r_.preset);
         o.densities = densities;
         o.seed = r_.seed;
         o.tensor_name = t.name;
-        if (p.rescale && !*p.rescale) o.rescale = dare_rescale::none;
-        else if (p.rescale && o.rescale == dare_rescale::none) o.rescale = dare_rescale::l1;
+        if (p.rescale && !*p.rescale)
+          o.rescale = dare_rescale::none;
+        else if (p.rescale && o.rescale == dare_rescale::none)
+          o.rescale = dare_rescale::l1;
         o.normalize = linear_normalize;
         o.consensus_method = vote;
         o.denominator = denominator(o.denominator);
         o.lambda = lambda;
         o.output = r_.output;
         o.exec = ex;
-        if (r_.method == merge_method_id::dare_ties) dare_ties(base, models, weights, out, o);
-        else dare_linear(base, models, weights, out, o);
+        if (r_.method == merge_method_id::dare_ties)
+          dare_ties(base, models, weights, out, o);
+        else
+          dare_linear(base, models, weights, out, o);
         return;
       }
-      case merge_method_id::breadcrumbs: case merge_method_id::breadcrumbs_ties: {
+      case merge_method_id::breadcrumbs:
+      case merge_method_id::breadcrumbs_ties: {
         breadcrumbs_options o = breadcrumbs_options::preset(r_.preset);
         o.densities = densities;
         o.gammas = gammas;
         if (p.rescale) o.rescale = *p.rescale ? rk::l1 : rk::none;
         if (o.scope == breadcrumbs_scope::per_row) {
-          if (t.shape.empty()) o.densities.assign(n, 1.0);  // the paper keeps 0-d tensors whole
-          else o.row_length = t.shape.back();
+          if (t.shape.empty())
+            o.densities.assign(n, 1.0);  // the paper keeps 0-d tensors whole
+          else
+            o.row_length = t.shape.back();
         }
         o.normalize = linear_normalize;
         o.consensus_method = vote;
@@ -678,11 +719,14 @@ class merge_engine {
         o.lambda = lambda;
         o.output = r_.output;
         o.exec = ex;
-        if (r_.method == merge_method_id::breadcrumbs_ties) breadcrumbs_ties(base, models, weights, out, o);
-        else breadcrumbs(base, models, weights, out, o);
+        if (r_.method == merge_method_id::breadcrumbs_ties)
+          breadcrumbs_ties(base, models, weights, out, o);
+        else
+          breadcrumbs(base, models, weights, out, o);
         return;
       }
-      case merge_method_id::della: case merge_method_id::della_linear: {
+      case merge_method_id::della:
+      case merge_method_id::della_linear: {
         della_options o = della_options::preset(r_.preset);
         o.densities = densities;
         o.epsilons = epsilons;
@@ -696,12 +740,19 @@ class merge_engine {
         o.lambda = lambda;
         o.output = r_.output;
         o.exec = ex;
-        if (r_.method == merge_method_id::della) della(base, models, weights, out, o);
-        else della_linear(base, models, weights, out, o);
+        if (r_.method == merge_method_id::della)
+          della(base, models, weights, out, o);
+        else
+          della_linear(base, models, weights, out, o);
         return;
       }
-      default:
-        throw recipe_error(where() + "merge method " + r_.method_name + " is not supported yet");
+      case merge_method_id::slerp: {
+        slerp_options o;
+        o.exec = ex;
+        slerp(base, models[0], *p.slerp_t, out, o);
+        return;
+      }
+      default: throw recipe_error(where() + "merge method " + r_.method_name + " is not supported yet");
     }
   }
 
@@ -726,11 +777,20 @@ class merge_engine {
 };
 
 // The files copied next to a merged model from the base's (or first model's) folder.
-inline constexpr std::array<std::string_view, 14> side_files{
-    "config.json",           "generation_config.json", "tokenizer.json",   "tokenizer_config.json",
-    "special_tokens_map.json", "tokenizer.model",      "vocab.json",       "merges.txt",
-    "added_tokens.json",     "vocab.txt",              "chat_template.jinja", "chat_template.json",
-    "spiece.model",          "preprocessor_config.json"};
+inline constexpr std::array<std::string_view, 14> side_files{"config.json",
+                                                             "generation_config.json",
+                                                             "tokenizer.json",
+                                                             "tokenizer_config.json",
+                                                             "special_tokens_map.json",
+                                                             "tokenizer.model",
+                                                             "vocab.json",
+                                                             "merges.txt",
+                                                             "added_tokens.json",
+                                                             "vocab.txt",
+                                                             "chat_template.jinja",
+                                                             "chat_template.json",
+                                                             "spiece.model",
+                                                             "preprocessor_config.json"};
 
 namespace detail {
 
@@ -759,25 +819,24 @@ inline void copy_side_files(const std::filesystem::path& from, const std::filesy
       warnings.push_back("'" + src.string() + "' is not a JSON object: copied unchanged");
     }
     fs::copy_file(src, dst, fs::copy_options::overwrite_existing, ec);
-    if (ec) throw error(errc::io_error, "cannot copy '" + src.string() + "' to '" + dst.string() + "': " + ec.message());
+    if (ec)
+      throw error(errc::io_error, "cannot copy '" + src.string() + "' to '" + dst.string() + "': " + ec.message());
   }
 }
 
 }  // namespace detail
 
-// The whole job of `alloy merge`: checks everything (merge_engine's constructor), then writes
-// the merged checkpoint, config.json and tokenizer files (from the base's folder, or the first
-// model's) and alloy_recipe.yaml (the recipe with absolute paths) into a temporary folder
-// next to out_dir (".<name>.alloy-tmp-<pid>"), and renames it to out_dir at the end. out_dir
-// must not exist, or be an empty folder; its parent must exist. On any error the temporary
-// folder is removed, so out_dir is either complete or absent (a killed process may leave the
-// hidden temporary folder, never a partial out_dir). Warnings of the plan and of the copies
-// are appended to `warnings` when given.
-inline merge_stats merge_to_folder(const recipe& r, const std::filesystem::path& out_dir, const merge_options& o = {},
+// The whole job of `alloy merge`: writes the merged checkpoint of an engine (whose
+// constructor has checked everything), config.json and tokenizer files (from the base's
+// folder, or the first model's) and alloy_recipe.yaml (the recipe with absolute paths) into a
+// temporary folder next to out_dir (".<name>.alloy-tmp-<pid>"), and renames it to out_dir at
+// the end. out_dir must not exist, or be an empty folder; its parent must exist. On any
+// error the temporary folder is removed, so out_dir is either complete or absent (a killed
+// process may leave the hidden temporary folder, never a partial out_dir). Warnings of the
+// copies are appended to `warnings` when given.
+inline merge_stats merge_to_folder(merge_engine& e, const std::filesystem::path& out_dir,
                                    std::vector<std::string>* warnings = nullptr) {
   namespace fs = std::filesystem;
-  merge_engine e(r, o);
-  if (warnings) *warnings = e.plan().warnings;
   fs::path out = out_dir.lexically_normal();
   if (out.filename().empty()) out = out.parent_path();  // "out/" -> "out"
   std::error_code ec;
@@ -794,18 +853,28 @@ inline merge_stats merge_to_folder(const recipe& r, const std::filesystem::path&
   try {
     merge_stats s = e.run(tmp);
     std::vector<std::string> side_warnings;
+    const recipe& r = e.source_recipe();
     detail::copy_side_files(e.side_file_folder(), tmp, r.out_dtype, side_warnings);
     detail::write_file_atomically(tmp / "alloy_recipe.yaml", recipe_yaml_with_absolute_paths(r));
     if (warnings) warnings->insert(warnings->end(), side_warnings.begin(), side_warnings.end());
     if (::rename(tmp.c_str(), out.c_str()) != 0)
-      throw error(errc::io_error, "cannot rename " + detail::quoted(tmp) + " to " + detail::quoted(out) + ": " +
-                                      std::strerror(errno));
+      throw error(errc::io_error,
+                  "cannot rename " + detail::quoted(tmp) + " to " + detail::quoted(out) + ": " + std::strerror(errno));
     detail::sync_parent_directory(out);
     return s;
   } catch (...) {
     fs::remove_all(tmp, ec);
     throw;
   }
+}
+
+// The same from a recipe: builds the engine (every check), then merges. The plan's warnings
+// come first in `warnings`.
+inline merge_stats merge_to_folder(const recipe& r, const std::filesystem::path& out_dir, const merge_options& o = {},
+                                   std::vector<std::string>* warnings = nullptr) {
+  merge_engine e(r, o);
+  if (warnings) *warnings = e.plan().warnings;
+  return merge_to_folder(e, out_dir, warnings);
 }
 
 }  // namespace alloy::io

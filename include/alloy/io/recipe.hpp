@@ -57,8 +57,24 @@
 namespace alloy::io {
 
 enum class merge_method_id : unsigned char {
-  linear, task_arithmetic, ties, dare_ties, dare_linear, breadcrumbs, breadcrumbs_ties, della, della_linear,
-  magnitude_prune, passthrough, slerp, nuslerp, multislerp, karcher, model_stock, fisher, regmean
+  linear,
+  task_arithmetic,
+  ties,
+  dare_ties,
+  dare_linear,
+  breadcrumbs,
+  breadcrumbs_ties,
+  della,
+  della_linear,
+  magnitude_prune,
+  passthrough,
+  slerp,
+  nuslerp,
+  multislerp,
+  karcher,
+  model_stock,
+  fisher,
+  regmean
 };
 
 // What a method needs from a recipe, and mergekit's defaults for it.
@@ -67,7 +83,7 @@ struct merge_method_info {
   merge_method_id id;
   enum class base_use : unsigned char { none, optional, required } base;
   std::string_view parameters;  // the parameters it reads, space-separated
-  bool needs_weight = false;      // every merged model needs a weight (mergekit: required)
+  bool needs_weight = false;    // every merged model needs a weight (mergekit: required)
   bool normalize_default = false;
   bool rescale_default = false;
   bool task_vectors = false;  // merges theta_i - theta_base (the base is not an input model)
@@ -150,10 +166,10 @@ inline std::string_view torch_dtype_name(dtype t) noexcept {
 }
 
 struct recipe_model {
-  std::string spelled;          // the path as the recipe writes it
-  std::filesystem::path path;   // resolved against the recipe's folder
+  std::string spelled;         // the path as the recipe writes it
+  std::filesystem::path path;  // resolved against the recipe's folder
   parameter_map parameters;
-  std::string where;            // "models[1]" for messages
+  std::string where;  // "models[1]" for messages
 };
 
 struct recipe {
@@ -165,10 +181,10 @@ struct recipe {
   merge_method_id method = merge_method_id::linear;
   std::optional<std::filesystem::path> base_model;
   std::string base_spelled;
-  std::vector<recipe_model> models;      // as listed
-  std::vector<std::size_t> merged;       // indices into models of the inputs merged (see the top)
-  std::optional<std::size_t> base_entry;  // the models entry naming the base, if any
-  parameter_map parameters;              // global
+  std::vector<recipe_model> models;          // as listed
+  std::vector<std::size_t> merged;           // indices into models of the inputs merged (see the top)
+  std::optional<std::size_t> base_entry;     // the models entry naming the base, if any
+  parameter_map parameters;                  // global
   std::optional<std::string> compute_dtype;  // `dtype:` as written
   std::optional<dtype> out_dtype;
   alloy::preset preset = alloy::preset::mergekit;
@@ -224,10 +240,12 @@ class recipe_parser {
         r_.parameters = parameters(v, "parameters", false);
       } else if (key == "dtype") {
         const std::string s = string_value(v, "dtype");
-        if (!parse_float_dtype_name(s)) fail(v, "dtype '" + s + "' is not a floating type (float32, float16, bfloat16, float64)");
+        const auto t = parse_float_dtype_name(s);
+        if (!t) fail(v, "dtype '" + s + "' is not a floating type (float32, float16, bfloat16, float64)");
         r_.compute_dtype = s;
-        if (*parse_float_dtype_name(s) != dtype::f32 && *parse_float_dtype_name(s) != dtype::f64)
-          r_.warnings.push_back("dtype: " + s + " is accepted, but alloy always computes in float32 (float64 for F64 data); mergekit would compute in " + s);
+        if (*t != dtype::f32 && *t != dtype::f64)
+          r_.warnings.push_back("dtype: " + s + " is accepted, but alloy always computes in float32 (float64 for F64 " +
+                                "data); mergekit would compute in " + s);
       } else if (key == "out_dtype") {
         const std::string s = string_value(v, "out_dtype");
         const auto t = parse_float_dtype_name(s);
@@ -237,12 +255,14 @@ class recipe_parser {
         alloy_keys(v);
       } else if (key == "tokenizer" || key == "tokenizer_source" || key == "chat_template") {
         r_.warnings.push_back("'" + key + "'" + line_of(v.Mark()) +
-                              " is not handled: alloy copies the tokenizer files of the base model (or the first model) unchanged");
+                              " is not handled: alloy copies the tokenizer files of the base model (or the first "
+                              "model) unchanged");
       } else if (key == "slices" || key == "modules") {
         fail(v, "'" + key + "' recipes are not supported yet: alloy merges recipes with a 'models' list");
       } else {
-        fail(it->first, "unknown key '" + key + "' (alloy reads merge_method, base_model, models, parameters, dtype, "
-                        "out_dtype, alloy, tokenizer, tokenizer_source, chat_template)");
+        fail(it->first, "unknown key '" + key +
+                            "' (alloy reads merge_method, base_model, models, parameters, dtype, "
+                            "out_dtype, alloy, tokenizer, tokenizer_source, chat_template)");
       }
     }
     if (!method_node) fail(root, "no 'merge_method'");
@@ -268,7 +288,9 @@ class recipe_parser {
     if (!seen.insert(key).second) fail(k, "key '" + join(path, key) + "' appears twice");
     return key;
   }
-  static std::string join(const std::string& path, const std::string& key) { return path.empty() ? key : path + "." + key; }
+  static std::string join(const std::string& path, const std::string& key) {
+    return path.empty() ? key : path + "." + key;
+  }
   static std::string in(const std::string& path) { return path.empty() ? std::string() : "in " + path + " "; }
 
   std::string string_value(const YAML::Node& v, const std::string& path) const {
@@ -277,7 +299,9 @@ class recipe_parser {
   }
   std::string path_string(const YAML::Node& v, const std::string& path) const {
     if (v.IsMap())
-      fail(v, path + " must be a path (alloy reads local files; mergekit's {model: ..., lora: ...} form is not supported)");
+      fail(v, path +
+                  " must be a path (alloy reads local files; mergekit's {model: ..., lora: ...} form is not "
+                  "supported)");
     return string_value(v, path);
   }
   std::filesystem::path resolve_path(const std::string& spelled) const {
@@ -333,15 +357,22 @@ class recipe_parser {
       const YAML::Node x = it->second;
       if (key == "preset") {
         const std::string s = string_value(x, "alloy.preset");
-        if (s == "mergekit") r_.preset = alloy::preset::mergekit;
-        else if (s == "peft") r_.preset = alloy::preset::peft;
-        else if (s == "paper") r_.preset = alloy::preset::paper;
-        else fail(x, "alloy.preset '" + s + "' is not one of mergekit, peft, paper");
+        if (s == "mergekit")
+          r_.preset = alloy::preset::mergekit;
+        else if (s == "peft")
+          r_.preset = alloy::preset::peft;
+        else if (s == "paper")
+          r_.preset = alloy::preset::paper;
+        else
+          fail(x, "alloy.preset '" + s + "' is not one of mergekit, peft, paper");
       } else if (key == "output") {
         const std::string s = string_value(x, "alloy.output");
-        if (s == "merged") r_.output = merge_output::merged;
-        else if (s == "delta") r_.output = merge_output::delta;
-        else fail(x, "alloy.output '" + s + "' is not one of merged, delta");
+        if (s == "merged")
+          r_.output = merge_output::merged;
+        else if (s == "delta")
+          r_.output = merge_output::delta;
+        else
+          fail(x, "alloy.output '" + s + "' is not one of merged, delta");
       } else if (key == "seed") {
         const std::string s = x.IsScalar() ? x.Scalar() : std::string();
         std::uint64_t seed = 0;
@@ -366,8 +397,8 @@ class recipe_parser {
       const std::string key = key_of(it->first, path, seen);
       const auto* spec = find_parameter_spec(key);
       if (!spec)
-        fail(it->first, "unknown parameter '" + path + "." + key + "' (alloy knows " +
-                            known_parameter_names(per_model) + ")");
+        fail(it->first,
+             "unknown parameter '" + path + "." + key + "' (alloy knows " + known_parameter_names(per_model) + ")");
       if (per_model && !spec->per_model)
         fail(it->first, "parameter '" + path + "." + key +
                             "' applies to the whole merge, not to one model: put it under the top-level 'parameters'");
@@ -416,12 +447,14 @@ class recipe_parser {
       case parameter_kind::choice:
         for (auto c : spec.choices)
           if (!c.empty() && s == c) return parameter_value::of(std::string(s));
-        fail(v, where + " is '" + s + "', not one of " + std::string(spec.choices[0]) + ", " + std::string(spec.choices[1]));
+        fail(v, where + " is '" + s + "', not one of " + std::string(spec.choices[0]) + ", " +
+                    std::string(spec.choices[1]));
     }
     fail(v, where + ": unexpected value");
   }
 
-  std::vector<parameter_value> gradient(const YAML::Node& v, const parameter_spec& spec, const std::string& where) const {
+  std::vector<parameter_value> gradient(const YAML::Node& v, const parameter_spec& spec,
+                                        const std::string& where) const {
     if (v.size() == 0) fail(v, where + " is an empty list");
     std::vector<parameter_value> out;
     for (std::size_t i = 0; i < v.size(); ++i) out.push_back(scalar(v[i], spec, where + "[" + std::to_string(i) + "]"));
@@ -505,13 +538,20 @@ class recipe_parser {
                  (m.base == merge_method_info::base_use::required ? " besides the base_model" : ""));
     if (m.id == merge_method_id::passthrough && r_.merged.size() != 1)
       fail_plain("merge method passthrough takes exactly one model, got " + std::to_string(r_.merged.size()));
+    if (m.id == merge_method_id::slerp && r_.merged.size() != 1)
+      fail_plain("merge method slerp interpolates between the base_model and one other model, got " +
+                 std::to_string(r_.merged.size()) + " other models");
+    if (m.id == merge_method_id::slerp && !r_.parameters.count("t"))
+      fail_plain("merge method slerp needs the parameter t (under the top-level 'parameters')");
     if (r_.output == merge_output::delta && !m.task_vectors)
-      fail_plain("alloy.output: delta needs a task-vector method (task_arithmetic, ties, ...), not " + std::string(m.name));
+      fail_plain("alloy.output: delta needs a task-vector method (task_arithmetic, ties, ...), not " +
+                 std::string(m.name));
     if (m.needs_weight && !r_.parameters.count("weight"))
       for (std::size_t k : r_.merged)
         if (!r_.models[k].parameters.count("weight"))
-          fail_plain(r_.models[k].where + " ('" + r_.models[k].spelled + "') has no weight, and the recipe has no global "
-                     "weight: merge method " + std::string(m.name) + " needs one per model");
+          fail_plain(r_.models[k].where + " ('" + r_.models[k].spelled +
+                     "') has no weight, and the recipe has no global weight: merge method " + std::string(m.name) +
+                     " needs one per model");
     auto unused = [&](const parameter_map& p) {
       for (const auto& [name, s] : p)
         if (!method_reads(m, name))
@@ -564,7 +604,8 @@ inline std::string recipe_yaml_with_absolute_paths(const recipe& r) {
   };
   if (r.base_model) root["base_model"] = absolute(*r.base_model);
   YAML::Node models = root["models"];
-  for (std::size_t i = 0; i < r.models.size() && i < models.size(); ++i) models[i]["model"] = absolute(r.models[i].path);
+  for (std::size_t i = 0; i < r.models.size() && i < models.size(); ++i)
+    models[i]["model"] = absolute(r.models[i].path);
   YAML::Emitter out;
   out << root;
   return std::string(out.c_str()) + "\n";
@@ -624,18 +665,22 @@ inline tensor_parameters resolve(const recipe& r, std::string_view tensor_name, 
 }
 
 // Checks what the per-value ranges cannot: a weight for every model where the method needs
-// one, breadcrumbs' gamma + density <= 1 and DELLA's density +- epsilon inside (0, 1).
-// Throws recipe_error naming the recipe, the tensor, the model and the values.
+// one (a t for slerp), breadcrumbs' gamma + density <= 1 and DELLA's density +- epsilon
+// inside (0, 1). Throws recipe_error naming the recipe, the tensor, the model and the values.
 inline void check_parameters(const recipe& r, const tensor_parameters& p, std::string_view tensor_name) {
   const auto& m = r.info();
   auto where = [&](std::size_t i) {
     return r.label() + ": tensor '" + std::string(tensor_name) + "', " + r.model_label(i) + ": ";
   };
   auto fmt = [](double v) { return detail::value_text(parameter_value::of(v)); };
+  if (m.id == merge_method_id::slerp && !p.slerp_t)
+    throw recipe_error(r.label() + ": tensor '" + std::string(tensor_name) +
+                       "': no t applies to this tensor (no filter of parameters.t matches it)");
   for (std::size_t i = 0; i < p.models.size(); ++i) {
     const auto& x = p.models[i];
     if (m.needs_weight && !x.weight)
-      throw recipe_error(where(i) + "no weight applies to this tensor (no filter matches it and there is no global weight)");
+      throw recipe_error(where(i) +
+                         "no weight applies to this tensor (no filter matches it and there is no global weight)");
     const double density = x.density.value_or(1.0);
     if ((m.id == merge_method_id::breadcrumbs || m.id == merge_method_id::breadcrumbs_ties) && density < 1) {
       const double gamma = x.gamma.value_or(0.01);

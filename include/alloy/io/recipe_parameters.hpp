@@ -200,7 +200,8 @@ inline std::optional<parameter_value> evaluate_setting(const parameter_setting& 
     case parameter_setting::kind::gradient: return detail::evaluate_gradient(s.values, t);
     case parameter_setting::kind::conditional:
       for (const auto& c : s.conditions) {
-        if (!c.filter || *c.filter == "*" || (!tensor_name.empty() && tensor_name.find(*c.filter) != std::string_view::npos))
+        if (!c.filter || *c.filter == "*" ||
+            (!tensor_name.empty() && tensor_name.find(*c.filter) != std::string_view::npos))
           return c.gradient ? detail::evaluate_gradient(c.values, t) : c.values.front();
       }
       return std::nullopt;
@@ -215,8 +216,7 @@ inline std::optional<std::size_t> layer_index(std::string_view name) noexcept {
     std::size_t end = name.find('.', start);
     if (end == std::string_view::npos) end = name.size();
     const std::string_view part = name.substr(start, end - start);
-    if (!part.empty() && part.size() <= 9 &&
-        part.find_first_not_of("0123456789") == std::string_view::npos) {
+    if (!part.empty() && part.size() <= 9 && part.find_first_not_of("0123456789") == std::string_view::npos) {
       std::size_t v = 0;
       for (char c : part) v = v * 10 + static_cast<std::size_t>(c - '0');
       return v;

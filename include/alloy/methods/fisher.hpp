@@ -18,7 +18,7 @@
 //
 // Paper: Matena & Raffel, "Merging Models with Fisher-Weighted Averaging", NeurIPS 2022.
 // Presets: the default options are FusionBench's epsilon placement with normalize off (the
-// paper's equation); {.normalize = true} is FusionBench's `fisher_merging` exactly;
+// paper's equation); {.normalize = true} is FusionBench's `fisher_merging` (up to rounding);
 // fisher_options::preset(preset::paper) is the authors' code (floor, target only,
 // normalize on). mergekit and peft have no Fisher merging: preset(mergekit|peft) throws.
 //
@@ -26,15 +26,16 @@
 // N Fisher tensors first (validation and, with normalize, the norms; skip it with
 // check_fisher = false when normalize is off). Memory: no temporaries beyond a 64 KiB stack
 // tile per thread. Precision: computed in float (double when any operand is double), 16-bit
-// storage widened on load and rounded once on store; norms accumulated in double.
+// storage widened on load and rounded once on store; norms: squares summed in short float
+// partials, those in double (kernels::gram_accumulate; double data: all in double).
 // Determinism: identical results for any thread count (sums over models in order 0..N-1;
 // norm partial sums over fixed chunks, added in order).
 // Edge cases: Fisher values must be finite and >= 0 (errc::non_finite / invalid_argument
 // before any arithmetic); coefficients finite, >= 0, not all 0. Where the denominator
 // sum_i c_i F'_i is 0 (every Fisher 0 there and eps = 0, or epsilon_target_only with
 // c_0 = 0), the result is the coefficient-weighted average sum_i c_i theta_i, never NaN.
-// With eps > 0 on every model an element whose Fisher is 0 in every model gets exactly
-// that average too (F'_i = eps for all i). NaN/Inf parameters propagate per IEEE.
+// With eps > 0 on every model an element whose Fisher is 0 in every model gets that
+// average too, up to rounding (F'_i = eps for all i). NaN/Inf parameters propagate per IEEE.
 // Zero-length tensors give zero-length results. The output may be one of the inputs
 // exactly (in place), not overlap one otherwise.
 #pragma once
@@ -44,6 +45,7 @@
 #include <alloy/core/tensor.hpp>
 #include <alloy/core/tensor_set.hpp>
 #include <alloy/core/validate.hpp>
+#include <alloy/kernels/reduce.hpp>
 #include <alloy/methods/detail/elementwise.hpp>
 
 #include <algorithm>
@@ -101,12 +103,27 @@ struct fisher_average {
   bool floor = false;
   bool target_only = false;
 
+  // Whether the denominator can vanish (epsilon 0 or on model 0 only): then the weighted
+  // average is accumulated too, as the fallback. Otherwise sum_i c_i F'_i >= eps > 0.
+  bool guard = true;
+
   template <class P>
   auto operator()(const P& x) const noexcept {
     using V = decltype(x[0]);
     const std::size_t n = coefficients.size();
     const V eps(epsilon);
-    V num(C(0)), den(C(0)), avg(C(0));
+    V num(C(0)), den(C(0));
+    if (!guard) {
+      for (std::size_t i = 0; i < n; ++i) {
+        V f = x[n + i];
+        f = floor ? kernels::select(f < eps, eps, f) : f + eps;
+        const V t = V(coefficients[i]) * f;
+        den = den + t;
+        num = num + t * x[i];
+      }
+      return num / den;
+    }
+    V avg(C(0));
     for (std::size_t i = 0; i < n; ++i) {
       V f = x[n + i];
       if (!target_only || i == 0) f = floor ? kernels::select(f < eps, eps, f) : f + eps;
@@ -134,9 +151,31 @@ struct fisher_scan {
   double bad_value = 0;
 };
 
-// For every tensor: the sum of squares (in double, per fixed chunk, chunks added in order)
-// and the first invalid element. Tensors may be of any floating dtype.
-inline std::vector<fisher_scan> scan_fishers(std::span<const tensor_view> tensors, const execution& ex) {
+// Whether every element of x[0, len) is finite and >= 0 (SIMD through kernels/simd.hpp).
+template <class C>
+bool fisher_tile_valid(const C* x, std::size_t len) noexcept {
+  using V = kernels::vec<C>;
+  constexpr std::size_t W = kernels::width<C>;
+  const V zero(C(0)), one(C(1)), big(std::numeric_limits<C>::max());
+  V bad = zero;
+  std::size_t j = 0;
+  for (; j + W <= len; j += W) {
+    const V v = kernels::load(x + j);
+    bad = bad + kernels::select((v >= zero) & (v <= big), zero, one);
+  }
+  alignas(64) C lanes[W];
+  kernels::store(lanes, bad);
+  bool ok = true;
+  for (std::size_t l = 0; l < W; ++l) ok = ok && lanes[l] == C(0);
+  for (; j < len; ++j) ok = ok && x[j] >= C(0) && x[j] <= std::numeric_limits<C>::max();
+  return ok;
+}
+
+// For every tensor: the first invalid element (negative or not finite) and, when
+// `squares`, the sum of squares (kernels::gram_accumulate with one row: short float
+// partials summed in double, in an order fixed by element offsets; chunks at fixed offsets
+// added in order). One read of each tensor; identical results for any thread count.
+inline std::vector<fisher_scan> scan_fishers(std::span<const tensor_view> tensors, bool squares, const execution& ex) {
   std::vector<std::pair<std::size_t, std::size_t>> items;  // (tensor, first element)
   for (std::size_t t = 0; t < tensors.size(); ++t)
     for (std::size_t s = 0; s < tensors[t].size; s += parallel_chunk) items.emplace_back(t, s);
@@ -145,35 +184,36 @@ inline std::vector<fisher_scan> scan_fishers(std::span<const tensor_view> tensor
     const std::size_t t = items[k].first, first = items[k].second;
     const tensor_view& v = tensors[t];
     const std::size_t last = std::min(v.size, first + parallel_chunk);
-    constexpr std::size_t tile = 2048, lanes = 8;
-    alignas(64) double buf[tile];
-    std::array<double, lanes> acc{};
     fisher_scan& out = partial[k];
-    for (std::size_t pos = first; pos < last && out.first_bad == no_index; pos += tile) {
-      const std::size_t len = std::min(tile, last - pos);
-      kernels::widen(kernels::source{v.data, v.type}, pos, buf, len);
-      bool ok = true;
-      std::size_t j = 0;
-      for (; j + lanes <= len; j += lanes)
-        for (std::size_t l = 0; l < lanes; ++l) {
-          const double x = buf[j + l];
-          acc[l] += x * x;
-          ok &= x >= 0 && x <= std::numeric_limits<double>::max();
+    auto go = [&](auto tag) {
+      using C = decltype(tag);
+      constexpr std::size_t tile = 4096;  // a multiple of kernels::reduce_block
+      static_assert(tile % kernels::reduce_block == 0 && parallel_chunk % tile == 0);
+      alignas(64) C buf[tile];
+      double lanes[kernels::reduce_lanes] = {};
+      for (std::size_t pos = first; pos < last; pos += tile) {
+        const std::size_t len = std::min(tile, last - pos);
+        const C* x = buf;
+        if (v.type == dtype_of<C>)
+          x = static_cast<const C*>(v.data) + pos;
+        else
+          kernels::widen(kernels::source{v.data, v.type}, pos, buf, len);
+        if (!fisher_tile_valid(x, len)) {
+          for (std::size_t j = 0; j < len; ++j)
+            if (!(x[j] >= C(0) && x[j] <= std::numeric_limits<C>::max())) {
+              out.first_bad = pos + j;
+              out.bad_value = static_cast<double>(x[j]);
+              return;
+            }
         }
-      for (; j < len; ++j) {
-        const double x = buf[j];
-        acc[0] += x * x;
-        ok &= x >= 0 && x <= std::numeric_limits<double>::max();
+        if (squares) kernels::gram_accumulate(&x, 1, len, lanes);
       }
-      if (!ok)
-        for (j = 0; j < len; ++j)
-          if (!(buf[j] >= 0 && buf[j] <= std::numeric_limits<double>::max())) {
-            out.first_bad = pos + j;
-            out.bad_value = buf[j];
-            break;
-          }
-    }
-    for (double a : acc) out.sum_squares += a;
+      out.sum_squares = kernels::lane_total(lanes);
+    };
+    if (v.type == dtype::f64)
+      go(double{});
+    else
+      go(float{});
   });
   std::vector<fisher_scan> result(tensors.size());
   for (std::size_t k = 0; k < items.size(); ++k) {
@@ -196,7 +236,7 @@ inline void check_fisher_options(std::size_t models, std::size_t fishers, const 
   check_model_count(method, models, 1, fisher_max_models);
   if (fishers != models)
     throw error(errc::invalid_argument, std::string(method) + ": " + std::to_string(fishers) + " Fisher " +
-                                            (fishers == 1 ? "tensor set" : "tensor sets") + " for " +
+                                            (fishers == 1 ? "diagonal" : "diagonals") + " for " +
                                             std::to_string(models) + " models");
   if (!o.coefficients.empty()) {
     if (o.coefficients.size() != models)
@@ -254,7 +294,7 @@ inline fisher_coefficients fisher_prepare(std::span<const fisher_scan> scans, st
       const double norm = std::sqrt(ss);
       if (!std::isfinite(norm))
         throw error(errc::non_finite, std::string(method) + ": the Fisher norm of model " + std::to_string(i) +
-                                          " overflows a double");
+                                          " overflows (Fisher values beyond ~1e18 in float)");
       if (o.epsilon_mode == fisher_epsilon::add) {
         c[i] /= norm + o.epsilon;
       } else {
@@ -279,7 +319,14 @@ inline fisher_coefficients fisher_prepare(std::span<const fisher_scan> scans, st
 
 template <class C>
 kernels::fisher_average<C> fisher_kernel(const fisher_coefficients& fc, const fisher_options& o) {
-  return {fc.get<C>(), static_cast<C>(o.epsilon), o.epsilon_mode == fisher_epsilon::floor, o.epsilon_target_only};
+  // No guard needed when every F'_i >= eps > 0: then den >= c_max * eps (rounding is
+  // monotone, every term is >= 0), which is positive unless it underflows.
+  const C eps = static_cast<C>(o.epsilon);
+  const C cmax = *std::max_element(fc.get<C>().begin(), fc.get<C>().end());
+  const bool safe = !o.epsilon_target_only && eps > 0 && eps * cmax >= std::numeric_limits<C>::min();
+  kernels::fisher_average<C> f{fc.get<C>(), eps, o.epsilon_mode == fisher_epsilon::floor, o.epsilon_target_only};
+  f.guard = !safe;
+  return f;
 }
 
 inline std::vector<std::string> fisher_labels(std::size_t models) {
@@ -296,7 +343,7 @@ inline void fisher_run(std::span<const elementwise_job> jobs, std::size_t models
   if (o.check_fisher || o.normalize) {
     std::vector<tensor_view> fishers;
     for (const auto& j : jobs) fishers.insert(fishers.end(), j.in.begin() + static_cast<std::ptrdiff_t>(models), j.in.end());
-    scans = scan_fishers(fishers, o.exec);
+    scans = scan_fishers(fishers, o.normalize, o.exec);
   }
   const fisher_coefficients fc = fisher_prepare(scans, models, names, o);
   run_elementwise(jobs, o.exec, [&](std::size_t, auto tag) { return fisher_kernel<decltype(tag)>(fc, o); });

@@ -34,21 +34,24 @@
 // the number of factorizations and rcond are reported per layer (regmean_report). When
 // every attempt fails, errc::invalid_argument (the matrices cannot be Gram matrices).
 //
+// Solved in the delta form around model 0: W = W_0 + D with D S = sum_{i>=1} c_i (W_i - W_0) G'_i
+// (the same solution; N - 1 products instead of N, and the rounding error of the solve is
+// relative to the differences between the models, not to the weights).
 // Precision: the layer is solved in float (double when any of its operands, or
 // compute_dtype, is double); 16-bit storage is widened on load, the result rounded once on
 // store. S, B and the factorization use the BLAS (symm) and LAPACK (potrf, pocon, potrs)
-// through xtensor-blas: link a BLAS with the CBLAS interface and LAPACK (-lopenblas -llapack
-// or -lblas -llapack). Only each G's lower triangle is read (G is symmetric by definition).
-// Complexity per layer: N symm products (2 N out in^2 flops), one Cholesky (in^3 / 3) per
-// attempt and one solve (2 out in^2). Memory: about 5 in^2 + 2 out in compute-type values
-// of scratch (W_avg and one widened weight more when needed).
+// through xtensor-blas: link a BLAS with the CBLAS interface and LAPACK (CMake: alloy::linalg;
+// by hand: -lopenblas -llapack or -lblas -llapack). Only each G's lower triangle is read (G is symmetric by definition).
+// Complexity per layer: N - 1 symm products (2 (N - 1) out in^2 flops), one Cholesky
+// (in^3 / 3) per attempt and one solve (2 out in^2). Memory: two in x in and three to five
+// out x in scratch matrices of the compute type.
 // Determinism: alloy's own passes are identical for any execution.threads; the BLAS and
 // LAPACK calls are the same calls in the same order, so results depend only on the BLAS
 // library and its own threading (e.g. OPENBLAS_NUM_THREADS).
 // Edge cases: Gram values must be finite with a non-negative diagonal (checked for every
 // layer before any arithmetic); alpha in [0, 1]; a layer with in = 0 or out = 0 is empty.
-// NaN/Inf weights propagate into the layer (its solution is then non-finite and retried
-// with ridges until the attempts run out: errc::invalid_argument names the layer).
+// NaN/Inf in a linear layer's weights (two or more models): errc::non_finite before the
+// solve; elsewhere (averaged tensors, a single model) NaN/Inf propagate per IEEE.
 #pragma once
 
 #include <alloy/core/execution.hpp>
@@ -119,15 +122,15 @@ namespace detail {
 // ---- buffers and widening ----------------------------------------------------------------
 
 template <class C>
-struct scratch {
+struct regmean_buffer {
   std::unique_ptr<C[]> p;
-  explicit scratch(std::size_t n) : p(std::make_unique_for_overwrite<C[]>(n == 0 ? 1 : n)) {}
+  explicit regmean_buffer(std::size_t n) : p(std::make_unique_for_overwrite<C[]>(n == 0 ? 1 : n)) {}
   C* get() const noexcept { return p.get(); }
 };
 
 // dst[0, n) = src widened to C, in parallel chunks (elementwise: any thread count gives the same bits).
 template <class C>
-void widen_parallel(tensor_view src, C* dst, const execution& ex) {
+void regmean_widen(tensor_view src, C* dst, const execution& ex) {
   const std::size_t items = (src.size + parallel_chunk - 1) / parallel_chunk;
   parallel_for(items, ex, [&](std::size_t k) {
     const std::size_t first = k * parallel_chunk, len = std::min(parallel_chunk, src.size - first);
@@ -137,11 +140,25 @@ void widen_parallel(tensor_view src, C* dst, const execution& ex) {
 
 // Calls f(r) for every row r of an n-row matrix, in parallel blocks of rows.
 template <class F>
-void for_rows(std::size_t n, std::size_t cols, const execution& ex, F&& f) {
+void regmean_for_rows(std::size_t n, std::size_t cols, const execution& ex, F&& f) {
   const std::size_t block = std::max<std::size_t>(1, parallel_chunk / std::max<std::size_t>(cols, 1));
   const std::size_t items = (n + block - 1) / block;
   parallel_for(items, ex, [&](std::size_t k) {
     for (std::size_t r = k * block; r < std::min(n, (k + 1) * block); ++r) f(r);
+  });
+}
+
+// dst [cols, rows] = src [rows, cols] transposed (row-major both), in 32 x 32 blocks, parallel
+// over blocks of destination rows.
+template <class C>
+void regmean_transpose(const C* src, std::size_t rows, std::size_t cols, C* dst, const execution& ex) {
+  constexpr std::size_t b = 32;
+  const std::size_t items = (cols + b - 1) / b;
+  parallel_for(items, ex, [&](std::size_t k) {
+    const std::size_t c0 = k * b, c1 = std::min(cols, c0 + b);
+    for (std::size_t r0 = 0; r0 < rows; r0 += b)
+      for (std::size_t c = c0; c < c1; ++c)
+        for (std::size_t r = r0; r < std::min(rows, r0 + b); ++r) dst[c * rows + r] = src[r * cols + c];
   });
 }
 
@@ -214,7 +231,7 @@ inline void scan_grams(const regmean_layer& layer, const execution& ex) {
     const tensor_view g = layer.grams[i];
     std::vector<std::size_t> bad_row(n, no_index_v);
     std::vector<double> bad_val(n, 0);
-    for_rows(n, n, ex, [&](std::size_t r) {
+    regmean_for_rows(n, n, ex, [&](std::size_t r) {
       double row[256];
       for (std::size_t c0 = 0; c0 <= r; c0 += 256) {
         const std::size_t len = std::min<std::size_t>(256, r + 1 - c0);
@@ -254,6 +271,13 @@ inline bool regmean_in_double(const regmean_layer& l, const regmean_options& o) 
 
 // ---- the solve of one layer ---------------------------------------------------------------
 
+// The solve, in the delta form around model 0: with D_i = W_i - W_0 and sum_i c_i = 1,
+//   B = sum_i c_i W_i G'_i = W_0 S + sum_{i>=1} c_i D_i G'_i,
+// so W = W_0 + D where D S = sum_{i>=1} c_i D_i G'_i (N - 1 products instead of N). With a
+// ridge, D (S + r I) = sum_{i>=1} c_i D_i G'_i + r (W_avg - W_0). The same solution as the
+// direct form; the right-hand side is the (small) difference between fine-tuned models, so
+// the solve's rounding error is relative to that difference, not to the weights, and
+// identical models give W_0 exactly.
 template <class C>
 regmean_report solve_regmean_layer(const regmean_layer& l, std::span<const double> coef, const regmean_options& o) {
   regmean_report rep;
@@ -269,135 +293,166 @@ regmean_report solve_regmean_layer(const regmean_layer& l, std::span<const doubl
   const bool out_in = o.layout == weight_layout::out_in;
   const int ni = static_cast<int>(n), mi = static_cast<int>(m);
 
-  scratch<C> S(n * n), G(n * n), B(n * m), F(n * n), X(n * m);
-  std::optional<scratch<C>> Wbuf, Bt, Wavg;
-  // S = sum_i c_i G'_i (lower triangle), B = sum_i c_i W_i G'_i ([m, n] row-major, i.e. B^T
-  // column-major: LAPACK's right-hand sides) or sum_i c_i G'_i W_i ([n, m], transposed below).
-  C* const s = S.get();
-  for (std::size_t i = 0; i < N; ++i) {
-    C* const g = G.get();
-    widen_parallel(l.grams[i], g, ex);
-    const C a = static_cast<C>(o.alpha), ci = static_cast<C>(coef[i]);
-    const bool first = i == 0;
-    for_rows(n, n, ex, [&](std::size_t r) {
-      C* gr = g + r * n;
-      C* sr = s + r * n;
-      for (std::size_t c = 0; c < r; ++c) gr[c] = gr[c] * a;
-      for (std::size_t c = 0; c <= r; ++c) sr[c] = first ? ci * gr[c] : sr[c] + ci * gr[c];
-    });
-    const C* w = nullptr;
+  // W_0 in C, in its own layout ([m, n] for out_in, [n, m] for in_out).
+  std::optional<regmean_buffer<C>> w0buf;
+  const C* w0 = nullptr;
+  if (l.weights[0].type == dtype_of<C>) {
+    w0 = static_cast<const C*>(l.weights[0].data);
+  } else {
+    w0buf.emplace(n * m);
+    regmean_widen(l.weights[0], w0buf->get(), ex);
+    w0 = w0buf->get();
+  }
+  // D_i = W_i - W_0 into d (widening W_i).
+  auto delta = [&](std::size_t i, C* d) {
     if (l.weights[i].type == dtype_of<C>) {
-      w = static_cast<const C*>(l.weights[i].data);
+      const C* wi = static_cast<const C*>(l.weights[i].data);
+      regmean_for_rows(n, m, ex, [&](std::size_t r) {
+        for (std::size_t k = r * m; k < (r + 1) * m; ++k) d[k] = wi[k] - w0[k];
+      });
     } else {
-      if (!Wbuf) Wbuf.emplace(n * m);
-      widen_parallel(l.weights[i], Wbuf->get(), ex);
-      w = Wbuf->get();
-    }
-    if (out_in) {
-      cxxblas::symm<int>(cxxblas::RowMajor, cxxblas::Right, cxxblas::Lower, mi, ni, ci, g, ni, w, ni, C(first ? 0 : 1),
-                         B.get(), ni);
-    } else {
-      if (!Bt) Bt.emplace(n * m);
-      cxxblas::symm<int>(cxxblas::RowMajor, cxxblas::Left, cxxblas::Lower, ni, mi, ci, g, ni, w, mi, C(first ? 0 : 1),
-                         Bt->get(), mi);
-    }
-  }
-  if (!out_in) {  // B[o][r] = Bt[r][o]
-    const C* bt = Bt->get();
-    C* b = B.get();
-    for_rows(m, n, ex, [&](std::size_t oo) {
-      for (std::size_t r = 0; r < n; ++r) b[oo * n + r] = bt[r * m + oo];
-    });
-  }
-  Wbuf.reset();
-  Bt.reset();
-
-  // W_avg = sum_i c_i W_i in B's layout, built when the first ridge is needed.
-  auto build_average = [&] {
-    Wavg.emplace(n * m);
-    C* wa = Wavg->get();
-    std::fill(wa, wa + n * m, C(0));
-    scratch<C> row(std::max(n, m));
-    for (std::size_t i = 0; i < N; ++i) {
-      const C ci = static_cast<C>(coef[i]);
-      scratch<C> wi(n * m);
-      widen_parallel(l.weights[i], wi.get(), ex);
-      const C* w = wi.get();
-      if (out_in)
-        for_rows(m, n, ex, [&](std::size_t oo) {
-          for (std::size_t r = 0; r < n; ++r) wa[oo * n + r] = wa[oo * n + r] + ci * w[oo * n + r];
-        });
-      else
-        for_rows(m, n, ex, [&](std::size_t oo) {
-          for (std::size_t r = 0; r < n; ++r) wa[oo * n + r] = wa[oo * n + r] + ci * w[r * m + oo];
-        });
+      regmean_widen(l.weights[i], d, ex);
+      regmean_for_rows(n, m, ex, [&](std::size_t r) {
+        for (std::size_t k = r * m; k < (r + 1) * m; ++k) d[k] = d[k] - w0[k];
+      });
     }
   };
 
+  // S = sum_i c_i G'_i (lower triangle, row-major); B = the right-hand sides, [m, n]
+  // row-major (column-major [n, m]: LAPACK's layout).
+  regmean_buffer<C> S(n * n), B(n * m);
+  C* const s = S.get();
+  {
+    regmean_buffer<C> G(n * n), D(n * m);
+    std::optional<regmean_buffer<C>> Bt;
+    if (!out_in) Bt.emplace(n * m);
+    C* const g = G.get();
+    for (std::size_t i = 0; i < N; ++i) {
+      regmean_widen(l.grams[i], g, ex);
+      const C a = static_cast<C>(o.alpha), ci = static_cast<C>(coef[i]);
+      const bool first = i == 0;
+      regmean_for_rows(n, n, ex, [&](std::size_t r) {
+        C* gr = g + r * n;
+        C* sr = s + r * n;
+        for (std::size_t c = 0; c < r; ++c) gr[c] = gr[c] * a;
+        for (std::size_t c = 0; c <= r; ++c) sr[c] = first ? ci * gr[c] : sr[c] + ci * gr[c];
+      });
+      if (i == 0) continue;
+      delta(i, D.get());
+      const C beta = C(i == 1 ? 0 : 1);
+      if (out_in)
+        cxxblas::symm<int>(cxxblas::RowMajor, cxxblas::Right, cxxblas::Lower, mi, ni, ci, g, ni, D.get(), ni, beta,
+                           B.get(), ni);
+      else
+        cxxblas::symm<int>(cxxblas::RowMajor, cxxblas::Left, cxxblas::Lower, ni, mi, ci, g, ni, D.get(), mi, beta,
+                           Bt->get(), mi);
+    }
+    if (N == 1)
+      std::fill(B.get(), B.get() + n * m, C(0));
+    else if (!out_in)
+      regmean_transpose(Bt->get(), n, m, B.get(), ex);
+  }
+  {
+    const C* b = B.get();
+    bool finite = true;
+    for (std::size_t k = 0; k < n * m && finite; ++k) finite = std::isfinite(static_cast<double>(b[k]));
+    if (!finite)
+      throw error(errc::non_finite, "regmean: the weights of " + (l.name.empty() ? std::string("the layer") : "'" + std::string(l.name) + "'") +
+                                        " hold NaN or Inf (or their products with the Grams overflow)");
+  }
+  // Keep S: its strict lower triangle mirrored into the strict upper one (which potrf on the
+  // column-major upper triangle never touches) and its diagonal aside.
+  std::vector<C> diag(n);
+  regmean_for_rows(n, n, ex, [&](std::size_t r) {
+    for (std::size_t c = 0; c < r; ++c) s[c * n + r] = s[r * n + c];
+    diag[r] = s[r * n + r];
+  });
   double mean_diag = 0;
-  for (std::size_t r = 0; r < n; ++r) mean_diag += static_cast<double>(s[r * n + r]);
+  for (std::size_t r = 0; r < n; ++r) mean_diag += static_cast<double>(diag[r]);
   mean_diag /= static_cast<double>(n);
   const double scale = mean_diag > 0 ? mean_diag : 1.0;
   const double min_rcond = o.min_rcond.value_or(static_cast<double>(std::numeric_limits<C>::epsilon()));
+
+  // W_avg - W_0 = sum_{i>=1} c_i D_i in B's layout, built when the first ridge is needed.
+  std::optional<regmean_buffer<C>> avg_shift;
+  auto build_shift = [&] {
+    avg_shift.emplace(n * m);
+    C* sh = avg_shift->get();
+    std::fill(sh, sh + n * m, C(0));
+    regmean_buffer<C> d(n * m), t(n * m);
+    for (std::size_t i = 1; i < N; ++i) {
+      const C ci = static_cast<C>(coef[i]);
+      delta(i, d.get());
+      const C* src = d.get();
+      if (!out_in) {
+        regmean_transpose(d.get(), n, m, t.get(), ex);
+        src = t.get();
+      }
+      regmean_for_rows(m, n, ex, [&](std::size_t r) {
+        for (std::size_t k = r * n; k < (r + 1) * n; ++k) sh[k] = sh[k] + ci * src[k];
+      });
+    }
+  };
+
+  regmean_buffer<C> X(n * m);
   std::vector<C> work(3 * n);
   std::vector<int> iwork(n);
   std::vector<double> colsum(n);
-
   double relative = 0;
   for (unsigned attempt = 0; attempt <= o.ridge_attempts; ++attempt) {
     if (attempt > 0) relative = attempt == 1 ? o.ridge_initial : relative * o.ridge_growth;
     const C r = static_cast<C>(relative * scale);
-    ++rep.attempts;
     if (attempt > 0 && !(r > 0 && std::isfinite(static_cast<double>(r)))) break;
-    // F = S + r I (lower triangle row-major = upper triangle column-major).
-    C* f = F.get();
-    for_rows(n, n, ex, [&](std::size_t row) {
-      std::copy(s + row * n, s + row * n + row + 1, f + row * n);
-      f[row * n + row] = f[row * n + row] + r;
-    });
-    // ||F||_1 (symmetric: column sums = row sums), for pocon.
+    ++rep.attempts;
+    if (attempt > 0)  // restore S's lower triangle (potrf overwrote it), plus r I
+      regmean_for_rows(n, n, ex, [&](std::size_t row) {
+        for (std::size_t c = 0; c < row; ++c) s[row * n + c] = s[c * n + row];
+        s[row * n + row] = diag[row] + r;
+      });
+    // ||S + r I||_1 (symmetric: column sums = row sums), for pocon.
     std::fill(colsum.begin(), colsum.end(), 0.0);
     for (std::size_t row = 0; row < n; ++row)
       for (std::size_t c = 0; c <= row; ++c) {
-        const double v = std::abs(static_cast<double>(f[row * n + c]));
+        const double v = std::abs(static_cast<double>(s[row * n + c]));
         colsum[c] += v;
         if (c != row) colsum[row] += v;
       }
     const C anorm = static_cast<C>(*std::max_element(colsum.begin(), colsum.end()));
-    if (cxxlapack::potrf<int>('U', ni, f, ni) != 0) continue;
+    if (cxxlapack::potrf<int>('U', ni, s, ni) != 0) continue;
     C rcond = 0;
-    if (cxxlapack::pocon<int>('U', ni, f, ni, anorm, rcond, work.data(), iwork.data()) != 0) continue;
+    if (cxxlapack::pocon<int>('U', ni, s, ni, anorm, rcond, work.data(), iwork.data()) != 0) continue;
     if (!(static_cast<double>(rcond) >= min_rcond)) continue;
     C* x = X.get();
     const C* b = B.get();
     if (r > 0) {
-      if (!Wavg) build_average();
-      const C* wa = Wavg->get();
-      for_rows(m, n, ex, [&](std::size_t oo) {
-        for (std::size_t c = 0; c < n; ++c) x[oo * n + c] = b[oo * n + c] + r * wa[oo * n + c];
+      if (!avg_shift) build_shift();
+      const C* sh = avg_shift->get();
+      regmean_for_rows(m, n, ex, [&](std::size_t row) {
+        for (std::size_t k = row * n; k < (row + 1) * n; ++k) x[k] = b[k] + r * sh[k];
       });
     } else {
       std::copy(b, b + n * m, x);
     }
-    cxxlapack::potrs<int>('U', ni, mi, f, ni, x, ni);
+    cxxlapack::potrs<int>('U', ni, mi, s, ni, x, ni);
     bool finite = true;
     for (std::size_t k = 0; k < n * m && finite; ++k) finite = std::isfinite(static_cast<double>(x[k]));
     if (!finite) continue;
-    // Accepted: write W (x is W row-major [m, n] for out_in, W^T for in_out).
+    // Accepted: W = W_0 + D, in W's layout (x is D for out_in, D^T for in_out).
     rep.ridge = static_cast<double>(r);
     rep.relative_ridge = mean_diag > 0 ? static_cast<double>(r) / mean_diag : static_cast<double>(r);
     rep.rcond = static_cast<double>(rcond);
-    const kernels::sink dst{l.out.data, l.out.type};
-    if (out_in) {
-      for_rows(m, n, ex, [&](std::size_t oo) { kernels::narrow(x + oo * n, dst, oo * n, n); });
-    } else {
-      scratch<C> t(n * m);
-      C* tp = t.get();
-      for_rows(n, m, ex, [&](std::size_t row) {
-        for (std::size_t oo = 0; oo < m; ++oo) tp[row * m + oo] = x[oo * n + row];
-        kernels::narrow(tp + row * m, dst, row * m, m);
-      });
+    C* dw = x;
+    if (!out_in) {
+      regmean_transpose(x, m, n, B.get(), ex);  // B is free now
+      dw = B.get();
     }
+    const kernels::sink dst{l.out.data, l.out.type};
+    const std::size_t rows = out_in ? m : n, cols = out_in ? n : m;
+    regmean_for_rows(rows, cols, ex, [&](std::size_t row) {
+      C* p = dw + row * cols;
+      for (std::size_t k = 0; k < cols; ++k) p[k] = w0[row * cols + k] + p[k];
+      kernels::narrow(p, dst, row * cols, cols);
+    });
     return rep;
   }
   throw error(errc::invalid_argument,
@@ -487,7 +542,7 @@ struct regmean_fn {
     detail::check_regmean_options(N, gsets.size(), o);
     const auto matched = detail::match_sets(method, msets, detail::model_labels(N, false));
     std::vector<std::string> glabels;
-    for (std::size_t i = 0; i < N; ++i) glabels.push_back("the Grams of model " + std::to_string(i));
+    for (std::size_t i = 0; i < N; ++i) glabels.push_back("the Gram set of model " + std::to_string(i));
     const bool any_gram = std::any_of(gsets.begin(), gsets.end(), [](const auto& g) { return !g.empty(); });
     const auto gmatched = any_gram ? detail::match_sets(method, gsets, glabels) : std::vector<detail::matched_tensors>{};
     if (o.out_dtype) detail::check_floating(method, "the requested output", {}, *o.out_dtype);
@@ -608,7 +663,7 @@ class gram_accumulator {
       std::vector<A> buf(std::min(rows, block) * n_);
       for (std::size_t r0 = 0; r0 < rows; r0 += block) {
         const std::size_t k = std::min(block, rows - r0);
-        detail::widen_parallel(tensor_view(static_cast<const std::byte*>(x.data) + r0 * n_ * dtype_size(x.type), k * n_, x.type),
+        detail::regmean_widen(tensor_view(static_cast<const std::byte*>(x.data) + r0 * n_ * dtype_size(x.type), k * n_, x.type),
                                buf.data(), exec_);
         cxxblas::syrk<int>(cxxblas::RowMajor, cxxblas::Lower, cxxblas::Trans, n, static_cast<int>(k), A(1), buf.data(), n,
                            A(1), g_.data(), n);
@@ -648,7 +703,7 @@ class gram_accumulator {
       throw error(errc::size_mismatch, std::string(method) + ": the output has " + std::to_string(out.size) +
                                            " elements, the Gram " + std::to_string(n_ * n_));
     const A k = divide ? static_cast<A>(count_) : A(1);
-    detail::for_rows(n_, n_, exec_, [&](std::size_t r) {
+    detail::regmean_for_rows(n_, n_, exec_, [&](std::size_t r) {
       std::vector<A> row(n_);
       for (std::size_t c = 0; c < n_; ++c) {
         const A v = c <= r ? g_[r * n_ + c] : g_[c * n_ + r];

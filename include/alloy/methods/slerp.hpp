@@ -12,7 +12,7 @@
 // Paper: Shoemake, "Animating rotation with quaternion curves", SIGGRAPH 1985; for model
 // merging as in mergekit (after a gist by dvschultz). Complexity: two streaming passes: one
 // reduction (v0 . v1, |v0|^2, |v1|^2; kernels/reduce.hpp), one element-wise pass; O(n).
-// Memory: no full-size temporary. Precision: the reduction accumulates float partials of 32
+// Memory: no full-size temporary. Precision: the reduction accumulates float partials of 16
 // products per lane into double (float32 pairwise-summation accuracy); the angle and the two
 // coefficients are computed in double and rounded once to the compute type (float, double
 // for double data); out = a v0 + b v1 in the compute type, rounded once to the output.
@@ -95,9 +95,7 @@ inline void slerp_jobs(std::span<const geometric_job> jobs, std::span<const doub
     slerp_coefficients(ts[j], g[j].data(), c.at(0));
     c.finish();
   }
-  run_combination(jobs, ex, [&](std::size_t j, auto tag) {
-    return combination<decltype(tag)>(tables[j], kernels::combine_mode::sum, 2, whole(jobs[j].out.size));
-  });
+  run_combination<kernels::combine_mode::sum>(jobs, tables, whole_layouts(jobs), 2, ex);
 }
 
 template <class TOf>

@@ -1,0 +1,211 @@
+// make_llama_checkpoint: synthetic checkpoints with the tensor names and shapes of a
+// Llama-style model, for benchmarks/merge_checkpoints.sh.
+//
+//   make_llama_checkpoint OUT_DIR [--model I] [--layers L] [--hidden H] [--intermediate F]
+//                         [--vocab V] [--kv-dim K] [--dtype bf16|f16|f32]
+//   make_llama_checkpoint --memcpy-bandwidth [--threads T] [--mib M]
+//
+// Defaults are TinyLlama-1.1B's shapes (22 layers, hidden 2048, MLP 5632, vocab 32000,
+// grouped-query attention with k/v projections of 256 rows): 1.1 billion parameters, 2.2 GB
+// in bf16. Model 0 is the base: values uniform in +-0.035 (a standard deviation of 0.02);
+// model I > 0 is the base plus a fine-tuning delta uniform in +-0.0035, different for each I.
+// Values are a pure function of (tensor, element, model), so a checkpoint is rebuilt
+// byte-identical. OUT_DIR gets model.safetensors (or 5 GB shards and an index) and a
+// config.json.
+//
+// --memcpy-bandwidth measures the same-run memory baseline of the merge benchmark: T threads
+// (default: every core) each copying its part of an M MiB buffer (default 1024) with memcpy,
+// best of 5, printed as "bytes_per_second <read + write bytes per second>".
+#include <alloy/core/bf16.hpp>
+#include <alloy/core/execution.hpp>
+#include <alloy/core/fp16.hpp>
+#include <alloy/io/checkpoint.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct shape_config {
+  std::size_t layers = 22, hidden = 2048, intermediate = 5632, vocab = 32000, kv_dim = 256;
+  alloy::dtype type = alloy::dtype::bf16;
+};
+
+std::vector<alloy::io::tensor_spec> llama_tensors(const shape_config& c) {
+  std::vector<alloy::io::tensor_spec> t;
+  const auto h = c.hidden;
+  t.push_back({"model.embed_tokens.weight", c.type, {c.vocab, h}});
+  for (std::size_t l = 0; l < c.layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    t.push_back({p + "self_attn.q_proj.weight", c.type, {h, h}});
+    t.push_back({p + "self_attn.k_proj.weight", c.type, {c.kv_dim, h}});
+    t.push_back({p + "self_attn.v_proj.weight", c.type, {c.kv_dim, h}});
+    t.push_back({p + "self_attn.o_proj.weight", c.type, {h, h}});
+    t.push_back({p + "mlp.gate_proj.weight", c.type, {c.intermediate, h}});
+    t.push_back({p + "mlp.up_proj.weight", c.type, {c.intermediate, h}});
+    t.push_back({p + "mlp.down_proj.weight", c.type, {h, c.intermediate}});
+    t.push_back({p + "input_layernorm.weight", c.type, {h}});
+    t.push_back({p + "post_attention_layernorm.weight", c.type, {h}});
+  }
+  t.push_back({"model.norm.weight", c.type, {h}});
+  t.push_back({"lm_head.weight", c.type, {c.vocab, h}});
+  return t;
+}
+
+// A uniform in [-1, 1) from (tensor, element, stream): splitmix64.
+inline float uniform(std::uint64_t tensor, std::uint64_t i, std::uint64_t stream) {
+  std::uint64_t z = (tensor << 40) ^ i ^ (stream * 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  z ^= z >> 31;
+  return static_cast<float>(static_cast<std::int64_t>(z >> 40) - (1 << 23)) * (1.0f / (1 << 23));
+}
+
+template <class T>
+void fill(T* out, std::size_t begin, std::size_t end, std::uint64_t tensor, std::uint64_t model) {
+  for (std::size_t i = begin; i < end; ++i) {
+    float v = 0.0346f * uniform(tensor, i, 0);
+    if (model != 0) v += 0.00346f * uniform(tensor, i, model);
+    out[i] = T(v);
+  }
+}
+
+int write_model(const fs::path& out, const shape_config& c, std::uint64_t model) {
+  fs::create_directories(out);
+  const auto specs = llama_tensors(c);
+  alloy::io::checkpoint_writer w(out, specs, {{"format", "pt"}});
+  const std::size_t es = alloy::dtype_size(c.type);
+  std::vector<std::byte> buf;
+  std::uint64_t params = 0;
+  for (std::size_t j = 0; j < specs.size(); ++j) {
+    std::size_t n = 1;
+    for (auto d : specs[j].shape) n *= d;
+    params += n;
+    buf.resize(n * es);
+    const std::size_t chunk = std::size_t{1} << 20;
+    alloy::parallel_for((n + chunk - 1) / chunk, {}, [&](std::size_t k) {
+      const std::size_t b = k * chunk, e = std::min(n, b + chunk);
+      switch (c.type) {
+        case alloy::dtype::bf16: fill(reinterpret_cast<alloy::bf16*>(buf.data()), b, e, j, model); break;
+        case alloy::dtype::f16: fill(reinterpret_cast<alloy::fp16*>(buf.data()), b, e, j, model); break;
+        default: fill(reinterpret_cast<float*>(buf.data()), b, e, j, model); break;
+      }
+    });
+    w.write(specs[j].name, std::span<const std::byte>(buf.data(), buf.size()));
+  }
+  w.commit();
+  std::ofstream cfg(out / "config.json");
+  cfg << "{\n  \"architectures\": [\"LlamaForCausalLM\"],\n  \"model_type\": \"llama\",\n  \"hidden_size\": "
+      << c.hidden << ",\n  \"intermediate_size\": " << c.intermediate << ",\n  \"num_hidden_layers\": " << c.layers
+      << ",\n  \"vocab_size\": " << c.vocab << ",\n  \"torch_dtype\": \""
+      << (c.type == alloy::dtype::bf16  ? "bfloat16"
+          : c.type == alloy::dtype::f16 ? "float16"
+                                        : "float32")
+      << "\"\n}\n";
+  std::printf("%s: %llu parameters, %llu bytes of tensor data in %zu file%s\n", out.string().c_str(),
+              static_cast<unsigned long long>(params), static_cast<unsigned long long>(w.total_size()), w.shard_count(),
+              w.shard_count() == 1 ? "" : "s");
+  return 0;
+}
+
+int memcpy_bandwidth(unsigned threads, std::size_t mib) {
+  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  const std::size_t n = mib << 20;
+  std::unique_ptr<char[]> a(new char[n]), b(new char[n]);
+  const std::size_t part = n / threads;
+  auto each = [&](auto&& f) {
+    std::vector<std::thread> pool;
+    for (unsigned t = 0; t < threads; ++t)
+      pool.emplace_back([&, t] { f(t * part, t + 1 == threads ? n - t * part : part); });
+    for (auto& th : pool) th.join();
+  };
+  each([&](std::size_t off, std::size_t len) {  // first touch in the thread that copies
+    std::memset(a.get() + off, 1, len);
+    std::memset(b.get() + off, 2, len);
+  });
+  double best = 1e30;
+  for (int rep = 0; rep < 5; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    each([&](std::size_t off, std::size_t len) { std::memcpy(b.get() + off, a.get() + off, len); });
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  volatile char sink = b[n / 2];
+  (void)sink;
+  std::printf("bytes_per_second %.0f\n", 2.0 * static_cast<double>(n) / best);
+  return 0;
+}
+
+std::size_t number(const char* s, const char* what) {
+  char* end = nullptr;
+  const unsigned long long v = std::strtoull(s, &end, 10);
+  if (!s[0] || *end) throw std::runtime_error(std::string(what) + " needs a number, not '" + s + "'");
+  return static_cast<std::size_t>(v);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    shape_config c;
+    std::uint64_t model = 0;
+    unsigned threads = 0;
+    std::size_t mib = 1024;
+    bool bandwidth = false;
+    std::string out;
+    for (int i = 1; i < argc; ++i) {
+      const std::string a = argv[i];
+      auto next = [&]() -> const char* {
+        if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
+        return argv[++i];
+      };
+      if (a == "--model")
+        model = number(next(), "--model");
+      else if (a == "--layers")
+        c.layers = number(next(), "--layers");
+      else if (a == "--hidden")
+        c.hidden = number(next(), "--hidden");
+      else if (a == "--intermediate")
+        c.intermediate = number(next(), "--intermediate");
+      else if (a == "--vocab")
+        c.vocab = number(next(), "--vocab");
+      else if (a == "--kv-dim")
+        c.kv_dim = number(next(), "--kv-dim");
+      else if (a == "--threads")
+        threads = static_cast<unsigned>(number(next(), "--threads"));
+      else if (a == "--mib")
+        mib = number(next(), "--mib");
+      else if (a == "--memcpy-bandwidth")
+        bandwidth = true;
+      else if (a == "--dtype") {
+        const std::string t = next();
+        c.type = t == "bf16"  ? alloy::dtype::bf16
+                 : t == "f16" ? alloy::dtype::f16
+                 : t == "f32" ? alloy::dtype::f32
+                              : throw std::runtime_error("--dtype: bf16, f16 or f32");
+      } else if (!a.empty() && a[0] != '-' && out.empty())
+        out = a;
+      else
+        throw std::runtime_error("unknown argument '" + a + "'");
+    }
+    if (bandwidth) return memcpy_bandwidth(threads, mib);
+    if (out.empty()) throw std::runtime_error("usage: make_llama_checkpoint OUT_DIR [options] (see the source)");
+    return write_model(out, c, model);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "make_llama_checkpoint: %s\n", e.what());
+    return 1;
+  }
+}

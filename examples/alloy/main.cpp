@@ -1,0 +1,59 @@
+// alloy: merge, inspect and analyze checkpoints from the command line (docs/cli.md).
+//
+//   alloy merge RECIPE.yaml OUT_DIR [--threads N] [--dry-run] [--no-progress] [--out-shard-size SIZE]
+//   alloy inspect PATH
+//   alloy analyze RECIPE.yaml [--density D] [--threads N]
+//
+// Exit status: 0 success, 1 a merge or I/O error, 2 a usage or recipe error (CLI11's own
+// exit codes are mapped to 2); every error is one line on stderr.
+#include "cli_common.hpp"
+#include "commands.hpp"
+
+#include <alloy/version.hpp>
+
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+#include <vector>
+
+int main(int argc, char** argv) {
+  CLI::App app("alloy " + std::string(alloy::version_string) +
+                   ": merge neural-network checkpoints (safetensors) with mergekit-style recipes",
+               "alloy");
+  app.set_version_flag("--version", std::string(alloy::version_string));
+  app.require_subcommand(1);
+  app.fallthrough(false);
+
+  std::vector<alloy_cli::command> commands;
+  int status = alloy_cli::exit_ok;
+  status = alloy_cli::run_guarded([&] {
+    commands.push_back(alloy_cli::add_merge_command(app));
+    commands.push_back(alloy_cli::add_inspect_command(app));
+    commands.push_back(alloy_cli::add_analyze_command(app));
+    commands.push_back(alloy_cli::add_align_command(app));
+    return alloy_cli::exit_ok;
+  });
+  if (status != alloy_cli::exit_ok) return status;
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);  // --help, --version
+    std::string msg = e.what();
+    // CLI11 reports an unknown command word as a missing subcommand: name the word instead.
+    if (argc > 1 && argv[1][0] != '-' && app.get_subcommands().empty()) {
+      std::string known;
+      for (const auto& c : commands)
+        if (c.app) known += (known.empty() ? "" : ", ") + c.app->get_name();
+      msg = "unknown command '" + std::string(argv[1]) + "' (alloy has " + known + ")";
+    }
+    for (auto& c : msg)
+      if (c == '\n') c = ' ';
+    std::cerr << "alloy: error: " << msg << " (run 'alloy --help')\n";
+    return alloy_cli::exit_usage;
+  }
+  for (const auto& c : commands)
+    if (c.app && c.app->parsed()) return alloy_cli::run_guarded(c.run);
+  std::cerr << "alloy: error: no command given (run 'alloy --help')\n";
+  return alloy_cli::exit_usage;
+}
