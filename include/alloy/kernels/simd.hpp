@@ -6,7 +6,11 @@
 // (xsimd::default_arch), or C itself when ALLOY_FORCE_SCALAR is set. Kernel functors are
 // written once, generically over V = vec<C> or V = C, using only the overloads below and
 // the arithmetic operators, so the scalar tail computes bit for bit what the SIMD body does.
-// No fused multiply-add anywhere: fusing would make the body and the tail round differently.
+// No fused multiply-add is written anywhere. A compiler allowed to contract a*b+c (g++ and
+// clang do by default once FMA instructions are enabled, e.g. -march=native) may still fuse
+// in the body or the tail; results then stay independent of the thread count (every element
+// takes the same path whatever the chunking) but may differ in the last bit between builds.
+// Add -ffp-contract=off for bit-identical results across builds.
 #pragma once
 
 #include <alloy/config.hpp>
