@@ -636,6 +636,17 @@ class merge_engine {
       if (!*p.normalize) return ties_denominator::none;
       return preset_choice == ties_denominator::none ? ties_denominator::weight_sum : preset_choice;
     };
+    // The settings every task-vector method takes from the recipe in the same way.
+    auto common = [&](auto& o) {
+      o.lambda = lambda;
+      o.output = r_.output;
+      o.exec = ex;
+      if constexpr (requires { o.normalize; }) o.normalize = linear_normalize;
+      if constexpr (requires { o.consensus_method; }) {
+        o.consensus_method = vote;
+        o.denominator = denominator(o.denominator);
+      }
+    };
     const tensor_view base = in.empty() ? tensor_view{} : in[0];
     const std::span<const tensor_view> models =
         plan_.has_base ? std::span<const tensor_view>(in).subspan(1) : std::span<const tensor_view>(in);
@@ -650,21 +661,14 @@ class merge_engine {
         return;
       case merge_method_id::task_arithmetic: {
         task_arithmetic_options o;
-        o.lambda = lambda;
-        o.normalize = linear_normalize;
-        o.output = r_.output;
-        o.exec = ex;
+        common(o);
         task_arithmetic(base, models, weights, out, o);
         return;
       }
       case merge_method_id::ties: {
         ties_options o = ties_options::preset(r_.preset);
         o.densities = densities;
-        o.consensus_method = vote;
-        o.denominator = denominator(o.denominator);
-        o.lambda = lambda;
-        o.output = r_.output;
-        o.exec = ex;
+        common(o);
         ties(base, models, weights, out, o);
         return;
       }
@@ -672,10 +676,7 @@ class merge_engine {
         magnitude_prune_options o = magnitude_prune_options::preset(r_.preset);
         o.densities = densities;
         o.rescale = p.rescale.value_or(false) ? rk::l1 : rk::none;
-        o.normalize = linear_normalize;
-        o.lambda = lambda;
-        o.output = r_.output;
-        o.exec = ex;
+        common(o);
         magnitude_prune(base, models, weights, out, o);
         return;
       }
@@ -689,12 +690,7 @@ class merge_engine {
           o.rescale = dare_rescale::none;
         else if (p.rescale && o.rescale == dare_rescale::none)
           o.rescale = dare_rescale::l1;
-        o.normalize = linear_normalize;
-        o.consensus_method = vote;
-        o.denominator = denominator(o.denominator);
-        o.lambda = lambda;
-        o.output = r_.output;
-        o.exec = ex;
+        common(o);
         if (r_.method == merge_method_id::dare_ties)
           dare_ties(base, models, weights, out, o);
         else
@@ -713,12 +709,7 @@ class merge_engine {
           else
             o.row_length = t.shape.back();
         }
-        o.normalize = linear_normalize;
-        o.consensus_method = vote;
-        o.denominator = denominator(o.denominator);
-        o.lambda = lambda;
-        o.output = r_.output;
-        o.exec = ex;
+        common(o);
         if (r_.method == merge_method_id::breadcrumbs_ties)
           breadcrumbs_ties(base, models, weights, out, o);
         else
@@ -734,12 +725,7 @@ class merge_engine {
         o.tensor_name = t.name;
         o.shape = t.shape.empty() ? std::vector<std::size_t>{t.elements} : t.shape;
         if (p.rescale && !*p.rescale) o.rescale = della_rescale::none;
-        o.normalize = linear_normalize;
-        o.consensus_method = vote;
-        o.denominator = denominator(o.denominator);
-        o.lambda = lambda;
-        o.output = r_.output;
-        o.exec = ex;
+        common(o);
         if (r_.method == merge_method_id::della)
           della(base, models, weights, out, o);
         else
