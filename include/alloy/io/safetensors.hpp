@@ -151,6 +151,7 @@ class safetensors_writer {
     try {
       if (::ftruncate(fd_.get(), static_cast<off_t>(h.file_size())) != 0)
         detail::throw_io("cannot size", tmp_, errno);
+      reserve_space(h.file_size());
       if (int err = detail::pwrite_all(fd_.get(), reinterpret_cast<const std::byte*>(layout_.prefix.data()),
                                        layout_.prefix.size(), 0))
         detail::throw_io("cannot write", tmp_, err);
@@ -244,6 +245,24 @@ class safetensors_writer {
     if (committed_ || !fd_) throw error(errc::invalid_argument, where() + "the file is already committed or discarded");
     if (const auto* e = layout_.header.find(name)) return *e;
     throw error(errc::missing_tensor, where() + "no tensor " + detail::quote(name) + " was planned");
+  }
+
+  // Allocates the file's blocks up front (Linux fallocate): a full disk fails here, before any
+  // arithmetic, and writing into allocated blocks is faster than extending a sparse file.
+  // File systems without fallocate (EOPNOTSUPP) keep the sparse file.
+  void reserve_space(std::uint64_t bytes) {
+#ifdef __linux__
+    if (bytes == 0) return;
+    if (::fallocate(fd_.get(), 0, 0, static_cast<off_t>(bytes)) != 0 && errno != EOPNOTSUPP && errno != ENOSYS) {
+      const int err = errno;
+      if (err == ENOSPC)
+        throw error(errc::io_error, "cannot write " + detail::quote(tmp_.string()) + ": the output needs " +
+                                        std::to_string(bytes) + " bytes and its file system has less free space");
+      detail::throw_io("cannot allocate", tmp_, err);
+    }
+#else
+    (void)bytes;
+#endif
   }
 
   void create_temporary() {
