@@ -2,6 +2,7 @@
 #include "cli_common.hpp"
 #include "commands.hpp"
 
+#include <alloy/io/engine_regmean.hpp>  // regmean recipes (LAPACK, through alloy::linalg)
 #include <alloy/io/merge_engine.hpp>
 
 #include <CLI/CLI.hpp>

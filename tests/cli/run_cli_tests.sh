@@ -135,9 +135,26 @@ one_error_line "unknown key 'modles'"
 sed 's/density: 0.5/density: 1.5/' ties.yaml >range.yaml
 run 2 merge range.yaml out
 one_error_line "models[1].parameters.density is 1.5"
-sed "s/merge_method: ties/merge_method: model_stock/" ties.yaml >stock.yaml
-run 2 merge stock.yaml out
-one_error_line "merge method model_stock is not supported yet"
+cat >stock_peft.yaml <<'EOF'
+merge_method: model_stock
+base_model: base
+models: [{model: a}, {model: b}]
+alloy: {preset: peft}
+EOF
+run 2 merge stock_peft.yaml out
+one_error_line "alloy.preset peft"
+cat >fisher_nokey.yaml <<'EOF'
+merge_method: fisher
+models:
+  - model: a
+    alloy: {fisher: fisher_a.safetensors}
+  - model: b
+EOF
+run 2 merge fisher_nokey.yaml out
+one_error_line "models[1] ('b') has no alloy.fisher"
+sed 's/alloy: {fisher:/alloy: {fishr:/' fisher_nokey.yaml >fisher_typo.yaml
+run 2 merge fisher_typo.yaml out
+one_error_line "unknown key 'models[0].alloy.fishr'"
 absent out
 
 # --- merge and I/O errors: exit 1, naming the file or tensor, nothing written
@@ -210,6 +227,80 @@ run 0 merge ties.yaml out_ties1 --no-progress --threads 1
 run 0 merge ties.yaml out_ties2 --no-progress --threads 2
 checks=$((checks + 1))
 cmp -s out_ties1/model.safetensors out_ties2/model.safetensors || fail "1 and 2 threads give different bytes"
+
+# --- model_stock and fisher (Fisher files: one per model, with the models' tensor names)
+cat >stock.yaml <<'EOF'
+merge_method: model_stock
+base_model: base
+models:
+  - model: base
+  - model: a
+  - model: b_sharded
+parameters: {filter_wise: [{filter: mlp, value: true}, {value: false}]}
+EOF
+run 0 merge stock.yaml out_stock1 --no-progress --threads 1
+run 0 merge stock.yaml out_stock2 --no-progress --threads 2
+checks=$((checks + 1))
+cmp -s out_stock1/model.safetensors out_stock2/model.safetensors || fail "model_stock: 1 and 2 threads differ"
+run 0 inspect out_stock1
+contains "$out" "model.layers.2.mlp.up_proj.weight" "inspect lists the model_stock output"
+
+# write_fisher FILE VALUE [bad]: an F32 safetensors file holding VALUE (4 bytes as printf
+# escapes) in every floating tensor of make_test_checkpoints' models; "bad" gives layer 1's
+# up_proj the shape [40, 16].
+write_fisher() {
+  local file=$1 value=$2 bad=${3:-} header='{' offset=0 entry name shape n i len
+  local -a tensors=("model.embed_tokens.weight:32,16")
+  for i in 0 1 2; do
+    tensors+=("model.layers.$i.self_attn.q_proj.weight:16,16" "model.layers.$i.mlp.up_proj.weight:48,16"
+              "model.layers.$i.input_layernorm.weight:16")
+  done
+  tensors+=("model.norm.weight:16" "lm_head.weight:32,16")
+  for entry in "${tensors[@]}"; do
+    name=${entry%%:*}
+    shape=${entry#*:}
+    [[ -n $bad && $name == model.layers.1.mlp.up_proj.weight ]] && shape=40,16
+    n=$((${shape/,/*}))
+    header+="\"$name\":{\"dtype\":\"F32\",\"shape\":[$shape],\"data_offsets\":[$offset,$((offset + 4 * n))]},"
+    offset=$((offset + 4 * n))
+  done
+  header="${header%,}}"
+  while (( ${#header} % 8 )); do header+=' '; done
+  len=${#header}
+  {
+    for i in 0 1 2 3 4 5 6 7; do printf "\\x$(printf %02x $(((len >> (8 * i)) & 255)))"; done
+    printf '%s' "$header"
+    printf "$value%.0s" $(seq 1 $((offset / 4)))
+  } >"$file"
+}
+write_fisher fisher_a.safetensors '\x00\x00\x80\x3f'  # 1.0
+write_fisher fisher_b.safetensors '\x00\x00\x40\x40'  # 3.0
+write_fisher fisher_bad.safetensors '\x00\x00\x40\x40' bad
+cat >fisher.yaml <<'EOF'
+merge_method: fisher
+models:
+  - model: a
+    alloy: {fisher: fisher_a.safetensors}
+  - model: b_sharded
+    parameters: {weight: 2}
+    alloy: {fisher: fisher_b.safetensors}
+parameters: {normalize: true}
+EOF
+run 0 merge fisher.yaml out_fisher --no-progress
+run 0 inspect out_fisher
+contains "$out" "extra.step" "the fisher merge copies the integer tensor"
+contains "$(cat out_fisher/alloy_recipe.yaml)" "$work/fisher_b.safetensors" "alloy_recipe.yaml has the Fisher paths"
+mkdir -p elsewhere
+run 0 merge out_fisher/alloy_recipe.yaml elsewhere/fisher_again --no-progress
+checks=$((checks + 1))
+cmp -s out_fisher/model.safetensors elsewhere/fisher_again/model.safetensors || fail "fisher: the stored recipe differs"
+sed 's/fisher_b.safetensors/fisher_bad.safetensors/' fisher.yaml >fisher_shape.yaml
+run 1 merge fisher_shape.yaml out
+one_error_line "models[1].alloy.fisher 'fisher_bad.safetensors': tensor 'model.layers.1.mlp.up_proj.weight' has shape [40, 16]"
+sed 's/fisher_b.safetensors/fisher_none.safetensors/' fisher.yaml >fisher_missing.yaml
+run 1 merge fisher_missing.yaml out
+one_error_line "fisher_none.safetensors"
+absent out
 
 # --- analyze
 run 0 analyze ties.yaml

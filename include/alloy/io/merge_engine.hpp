@@ -7,12 +7,11 @@
 //   alloy::io::merge_to_folder(r, "out/");            // or: the whole job, published atomically
 //
 // Checks before any output or arithmetic (merge_engine's constructor):
-//   - the method is one alloy runs (linear, task_arithmetic, ties, magnitude_prune,
-//     dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, della, della_linear, slerp,
-//     passthrough): others are recipe_error "merge method X is not supported yet"; so are
-//     presets whose semantics need the whole model at once (ties, dare_ties and
-//     breadcrumbs_ties under preset paper: whole-model trimming or a model-wide zero-vote
-//     rule) and options a method lacks (ties with rescale: true);
+//   - the method's options (io/engine_methods.hpp, which holds the per-method code): presets
+//     whose semantics need the whole model at once (ties, dare_ties and breadcrumbs_ties under
+//     preset paper: whole-model trimming or a model-wide zero-vote rule) and options a method
+//     lacks (ties with rescale: true) are recipe_error; regmean needs
+//     <alloy/io/engine_regmean.hpp> in the program (LAPACK);
 //   - every input opens as a checkpoint (io::open_checkpoint: files, indexes, shards, headers);
 //   - every input holds the same tensor names (errc::missing_tensor naming the tensor and
 //     both inputs) with the same shapes (errc::shape_mismatch); a tensor is merged when it is
@@ -21,8 +20,12 @@
 //     the first model) when it is integer or bool in every input with one dtype
 //     (errc::dtype_mismatch otherwise);
 //   - every merged tensor's parameters (recipe.hpp's resolve) are checked: ranges, a weight
-//     for every model, combined constraints, and a density that keeps no entry of a tensor
-//     where the method refuses that (ties, magnitude_prune under mergekit semantics).
+//     for every model, combined constraints, a density that keeps no entry of a tensor
+//     where the method refuses that (ties, magnitude_prune under mergekit semantics), and
+//     the library's own checks of the options built from them (model counts, weights, eps);
+//   - fisher and regmean: each model's Fisher or Gram file opens and matches the models'
+//     tensors (names, shapes; engine_methods.hpp), and every Fisher value is read and checked
+//     (finite, >= 0) by a planning pass that also computes the norms `normalize` needs.
 // Errors in the recipe are recipe_error; the rest are alloy::error with the codes above and
 // errc::io_error / malformed_file from io.
 //
@@ -36,17 +39,20 @@
 // copied to an aligned buffer first), and each range of the maps is released
 // (mapped_file::release) as soon as it has been merged, so the resident set stays bounded by
 // what is in flight, not by the model size:
-//   - element-wise methods (linear, task_arithmetic, passthrough) and unmerged copies run in
+//   - element-wise methods (linear, task_arithmetic, passthrough, fisher) and unmerged copies run in
 //     work items of options.chunk_elements elements (2^20 by default) of one tensor, items in
 //     parallel on options.exec threads, each merging into its own chunk buffer and writing it
 //     at its offset: peak = threads x chunk x (output element size + the input element
 //     sizes), a few tens of MB, whatever the model and tensor sizes;
-//   - methods that need a whole tensor (top-k thresholds, norms, row ranks, angles: ties,
-//     magnitude_prune, dare_*, breadcrumbs*, della*, slerp) merge one tensor at a time with every
-//     thread working inside it, into one output buffer of that tensor: peak = the largest
-//     tensor's inputs (mapped) plus its output buffer, i.e. (N + 1) x input bytes + output
-//     bytes of the largest tensor, independent of the number of tensors. Tensors of at most
-//     alloy::parallel_chunk elements (norms, biases) run several at a time, one per thread.
+//   - methods that need a whole tensor (top-k thresholds, norms, row ranks, angles, linear
+//     solves: ties, magnitude_prune, dare_*, breadcrumbs*, della*, slerp, nuslerp, multislerp,
+//     karcher, model_stock, regmean) merge one tensor at a time with every thread working
+//     inside it, into one output buffer of that tensor: peak = the largest tensor's inputs
+//     (mapped) plus its output buffer, i.e. (N + 1) x input bytes + output bytes of the
+//     largest tensor, independent of the number of tensors (regmean: plus the layer's Grams
+//     and the solver's scratch, two [in, in] and up to five [out, in] float matrices). Tensors
+//     of at most alloy::parallel_chunk elements (norms, biases) run several at a time, one per
+//     thread.
 // merge_plan::memory_estimate gives the figure for a plan. Results do not depend on the thread
 // count or the chunk size (the methods are deterministic and element-wise ones are
 // position-independent; random methods are keyed by tensor name and element index).
@@ -56,15 +62,9 @@
 #include <alloy/core/tensor.hpp>
 #include <alloy/error.hpp>
 #include <alloy/io/checkpoint.hpp>
+#include <alloy/io/engine_methods.hpp>
+#include <alloy/io/engine_plan.hpp>
 #include <alloy/io/recipe.hpp>
-#include <alloy/methods/breadcrumbs.hpp>
-#include <alloy/methods/dare.hpp>
-#include <alloy/methods/della.hpp>
-#include <alloy/methods/magnitude_prune.hpp>
-#include <alloy/methods/slerp.hpp>
-#include <alloy/methods/soup.hpp>
-#include <alloy/methods/task_arithmetic.hpp>
-#include <alloy/methods/ties.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -93,89 +93,7 @@
 
 namespace alloy::io {
 
-// Progress of a running merge, reported after every work item.
-struct merge_progress {
-  std::size_t tensors_done = 0, tensors_total = 0;
-  std::uint64_t bytes_done = 0, bytes_total = 0;  // input bytes read + output bytes written
-  double seconds = 0;                             // since run() started
-};
-
-struct merge_options {
-  execution exec = {};
-  std::uint64_t max_shard_size = default_max_shard_size;
-  std::size_t chunk_elements = std::size_t{1} << 20;  // element-wise work item size (a multiple of parallel_chunk)
-  // Called after each work item from the thread that finished it, never concurrently; an
-  // exception it throws aborts the merge (and is rethrown by run()).
-  std::function<void(const merge_progress&)> on_progress = {};
-};
-
-// One input checkpoint of a merge.
-struct merge_input {
-  std::string label;  // "base_model '../base'" or "models[1] './math'"
-  checkpoint ckpt;
-};
-
-enum class tensor_action : unsigned char { merge, copy };
-
-struct planned_tensor {
-  std::string name;
-  std::vector<std::size_t> shape;
-  std::size_t elements = 0;
-  dtype out_type = dtype::f32;
-  tensor_action action = tensor_action::merge;
-  std::vector<const checkpoint_tensor*> sources;  // merge: every input, in input order; copy: the reference
-  std::uint64_t input_bytes = 0, output_bytes = 0;
-  tensor_parameters parameters;  // merge only
-};
-
-struct merge_plan {
-  std::string method;
-  alloy::preset preset = alloy::preset::mergekit;
-  merge_output output = merge_output::merged;
-  bool has_base = false;            // input 0 is the base model
-  std::vector<std::string> inputs;  // labels, in input order
-  std::vector<planned_tensor> tensors;
-  std::size_t merged_tensors = 0, copied_tensors = 0;
-  std::size_t n_layers = 0;  // 1 + the largest layer index in the tensor names
-  std::uint64_t input_bytes = 0, output_bytes = 0;
-  std::uint64_t largest_tensor_bytes = 0;  // the largest output tensor
-  std::size_t shards = 1;
-  unsigned threads = 1;
-  bool whole_tensors = false;         // the method merges whole tensors (else chunks)
-  std::uint64_t memory_estimate = 0;  // peak bytes of buffers and mapped pages in flight
-  double read_passes = 1;             // how many times the method reads its inputs (for time estimates)
-  std::vector<std::string> warnings;
-};
-
-struct merge_stats {
-  double seconds = 0;
-  std::uint64_t input_bytes = 0, output_bytes = 0;
-  std::size_t tensors = 0, shards = 0;
-};
-
 namespace detail {
-
-inline bool engine_supports(merge_method_id m) noexcept {
-  switch (m) {
-    case merge_method_id::linear:
-    case merge_method_id::task_arithmetic:
-    case merge_method_id::ties:
-    case merge_method_id::magnitude_prune:
-    case merge_method_id::dare_linear:
-    case merge_method_id::dare_ties:
-    case merge_method_id::breadcrumbs:
-    case merge_method_id::breadcrumbs_ties:
-    case merge_method_id::della:
-    case merge_method_id::della_linear:
-    case merge_method_id::passthrough:
-    case merge_method_id::slerp: return true;
-    default: return false;
-  }
-}
-
-inline bool elementwise_method(merge_method_id m) noexcept {
-  return m == merge_method_id::linear || m == merge_method_id::task_arithmetic || m == merge_method_id::passthrough;
-}
 
 // A 64-byte-aligned byte buffer that keeps its capacity.
 class aligned_buffer {
@@ -224,8 +142,6 @@ class buffer_pool {
 };
 
 inline std::string quoted(const std::filesystem::path& p) { return "'" + p.string() + "'"; }
-
-using rescale_kind = decltype(magnitude_prune_options{}.rescale);
 
 }  // namespace detail
 
@@ -323,59 +239,10 @@ class merge_engine {
 
   // ---- checks and plan
 
-  void check_method() {
-    const auto& info = r_.info();
-    if (!detail::engine_supports(r_.method))
-      throw recipe_error(where() + "merge method " + std::string(info.name) +
-                         " is not supported yet (alloy merges linear, task_arithmetic, ties, magnitude_prune, "
-                         "dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, della, della_linear, slerp, "
-                         "passthrough)");
-    const auto preset = r_.preset;
-    auto needs_whole_model = [&](const char* why) {
-      throw recipe_error(where() + "merge method " + std::string(info.name) + " with preset " +
-                         std::string(preset_name(preset)) + " " + why +
-                         "; alloy's streaming merge works tensor by tensor and does not support it yet (use preset "
-                         "mergekit or peft, or the library's model-level function)");
-    };
-    try {
-      switch (r_.method) {
-        case merge_method_id::ties: {
-          const auto o = ties_options::preset(preset);
-          if (o.scope == trim_scope::whole_model) needs_whole_model("trims each task vector over the whole model");
-          if (o.zero == zero_vote::model_majority)
-            needs_whole_model("breaks zero votes by the model-wide majority sign");
-          break;
-        }
-        case merge_method_id::dare_ties:
-          if (dare_options::preset(preset).zero == zero_vote::model_majority)
-            needs_whole_model("breaks zero votes by the model-wide majority sign");
-          break;
-        case merge_method_id::breadcrumbs_ties:
-          if (breadcrumbs_options::preset(preset).zero == zero_vote::model_majority)
-            needs_whole_model("breaks zero votes by the model-wide majority sign");
-          break;
-        case merge_method_id::breadcrumbs: (void)breadcrumbs_options::preset(preset); break;
-        case merge_method_id::della:
-        case merge_method_id::della_linear: (void)della_options::preset(preset); break;
-        default: break;
-      }
-    } catch (const recipe_error&) {
-      throw;
-    } catch (const error& e) {  // a preset the method does not have (peft for breadcrumbs, della)
-      throw recipe_error(where() + "alloy.preset " + std::string(preset_name(preset)) + ": " + e.what());
-    }
-    if (r_.method == merge_method_id::ties) {
-      if (const auto it = r_.parameters.find("rescale"); it != r_.parameters.end())
-        for (const auto& v : it->second.values)
-          if (v.truthy())
-            throw recipe_error(where() + "parameter " + it->second.where +
-                               ": alloy's ties has no rescale (use magnitude_prune, which has one, or remove it)");
-    }
-  }
+  void check_method() { detail::check_method_options(r_); }
 
   void open_inputs() {
-    const auto& info = r_.info();
-    plan_.has_base = info.base == merge_method_info::base_use::required;
+    plan_.has_base = separate_base(r_);
     auto open = [&](const std::filesystem::path& p, const std::string& label) {
       try {
         in_.push_back({label, open_checkpoint(p)});
@@ -456,6 +323,7 @@ class merge_engine {
         t.parameters = resolve(r_, t.name, plan_.n_layers);
         check_parameters(r_, t.parameters, t.name);
         check_keeps_entries(t);
+        detail::check_tensor_options(r_, plan_, t);
         ++plan_.merged_tensors;
       }
       // A passthrough of the same dtype without a scale is a plain copy.
@@ -471,6 +339,7 @@ class merge_engine {
       plan_.tensors.push_back(std::move(t));
     }
     if (plan_.tensors.empty()) throw error(errc::empty_input, in_[0].label + " has no tensors");
+    const std::uint64_t method_scratch = detail::attach_method_files(r_, plan_, method_, o_.exec);
     if (mixed)
       plan_.warnings.push_back(mixed_example +
                                (mixed > 1 ? " (and " + std::to_string(mixed - 1) + " more tensors)" : "") +
@@ -513,19 +382,8 @@ class merge_engine {
     if (plan_.whole_tensors)
       for (const auto& t : plan_.tensors)
         if (t.action == tensor_action::merge) whole_peak = std::max(whole_peak, t.input_bytes + t.output_bytes);
-    plan_.memory_estimate = std::max(chunk_peak, whole_peak);
-    switch (r_.method) {
-      case merge_method_id::ties:
-      case merge_method_id::magnitude_prune: plan_.read_passes = 3; break;
-      case merge_method_id::breadcrumbs:
-      case merge_method_id::breadcrumbs_ties: plan_.read_passes = 3; break;
-      case merge_method_id::dare_linear:
-      case merge_method_id::dare_ties:
-      case merge_method_id::della:
-      case merge_method_id::della_linear:
-      case merge_method_id::slerp: plan_.read_passes = 2; break;
-      default: plan_.read_passes = 1;
-    }
+    plan_.memory_estimate = std::max(chunk_peak, whole_peak + method_scratch);
+    plan_.read_passes = detail::read_passes(r_.method);
   }
 
   std::string dtype_list(const std::string& name) const {
@@ -616,130 +474,7 @@ class merge_engine {
 
   void merge_tensor(const planned_tensor& t, const std::vector<tensor_view>& in, mutable_tensor_view out,
                     const execution& ex) const {
-    const tensor_parameters& p = t.parameters;
-    const std::size_t n = p.models.size();
-    std::vector<double> weights(n), densities(n), gammas(n), epsilons(n);
-    for (std::size_t i = 0; i < n; ++i) {
-      weights[i] = p.models[i].weight.value_or(1.0);
-      densities[i] = p.models[i].density.value_or(1.0);
-      gammas[i] = p.models[i].gamma.value_or(0.01);
-      epsilons[i] = p.models[i].epsilon.value_or(0.15);
-    }
-    const auto& info = r_.info();
-    const double lambda = p.lambda.value_or(1.0);
-    const bool linear_normalize = p.normalize.value_or(info.normalize_default);
-    const consensus vote = p.consensus_method && *p.consensus_method == "count" ? consensus::count : consensus::sum;
-    // TIES-style denominators: unset keeps the preset's (mergekit's defaults), true turns a
-    // missing one into the sum of agreeing weights, false removes it.
-    auto denominator = [&](ties_denominator preset_choice) {
-      if (!p.normalize) return preset_choice;
-      if (!*p.normalize) return ties_denominator::none;
-      return preset_choice == ties_denominator::none ? ties_denominator::weight_sum : preset_choice;
-    };
-    // The settings every task-vector method takes from the recipe in the same way.
-    auto common = [&](auto& o) {
-      o.lambda = lambda;
-      o.output = r_.output;
-      o.exec = ex;
-      if constexpr (requires { o.normalize; }) o.normalize = linear_normalize;
-      if constexpr (requires { o.consensus_method; }) {
-        o.consensus_method = vote;
-        o.denominator = denominator(o.denominator);
-      }
-    };
-    const tensor_view base = in.empty() ? tensor_view{} : in[0];
-    const std::span<const tensor_view> models =
-        plan_.has_base ? std::span<const tensor_view>(in).subspan(1) : std::span<const tensor_view>(in);
-    using rk = detail::rescale_kind;
-    switch (r_.method) {
-      case merge_method_id::linear:
-        weighted_average(models, weights, out, weighted_average_options{linear_normalize, {}, ex});
-        return;
-      case merge_method_id::passthrough:
-        weighted_average(models, std::vector<double>{p.models[0].scale.value_or(1.0)}, out,
-                         weighted_average_options{false, {}, ex});
-        return;
-      case merge_method_id::task_arithmetic: {
-        task_arithmetic_options o;
-        common(o);
-        task_arithmetic(base, models, weights, out, o);
-        return;
-      }
-      case merge_method_id::ties: {
-        ties_options o = ties_options::preset(r_.preset);
-        o.densities = densities;
-        common(o);
-        ties(base, models, weights, out, o);
-        return;
-      }
-      case merge_method_id::magnitude_prune: {
-        magnitude_prune_options o = magnitude_prune_options::preset(r_.preset);
-        o.densities = densities;
-        o.rescale = p.rescale.value_or(false) ? rk::l1 : rk::none;
-        common(o);
-        magnitude_prune(base, models, weights, out, o);
-        return;
-      }
-      case merge_method_id::dare_linear:
-      case merge_method_id::dare_ties: {
-        dare_options o = dare_options::preset(r_.preset);
-        o.densities = densities;
-        o.seed = r_.seed;
-        o.tensor_name = t.name;
-        if (p.rescale && !*p.rescale)
-          o.rescale = dare_rescale::none;
-        else if (p.rescale && o.rescale == dare_rescale::none)
-          o.rescale = dare_rescale::l1;
-        common(o);
-        if (r_.method == merge_method_id::dare_ties)
-          dare_ties(base, models, weights, out, o);
-        else
-          dare_linear(base, models, weights, out, o);
-        return;
-      }
-      case merge_method_id::breadcrumbs:
-      case merge_method_id::breadcrumbs_ties: {
-        breadcrumbs_options o = breadcrumbs_options::preset(r_.preset);
-        o.densities = densities;
-        o.gammas = gammas;
-        if (p.rescale) o.rescale = *p.rescale ? rk::l1 : rk::none;
-        if (o.scope == breadcrumbs_scope::per_row) {
-          if (t.shape.empty())
-            o.densities.assign(n, 1.0);  // the paper keeps 0-d tensors whole
-          else
-            o.row_length = t.shape.back();
-        }
-        common(o);
-        if (r_.method == merge_method_id::breadcrumbs_ties)
-          breadcrumbs_ties(base, models, weights, out, o);
-        else
-          breadcrumbs(base, models, weights, out, o);
-        return;
-      }
-      case merge_method_id::della:
-      case merge_method_id::della_linear: {
-        della_options o = della_options::preset(r_.preset);
-        o.densities = densities;
-        o.epsilons = epsilons;
-        o.seed = r_.seed;
-        o.tensor_name = t.name;
-        o.shape = t.shape.empty() ? std::vector<std::size_t>{t.elements} : t.shape;
-        if (p.rescale && !*p.rescale) o.rescale = della_rescale::none;
-        common(o);
-        if (r_.method == merge_method_id::della)
-          della(base, models, weights, out, o);
-        else
-          della_linear(base, models, weights, out, o);
-        return;
-      }
-      case merge_method_id::slerp: {
-        slerp_options o;
-        o.exec = ex;
-        slerp(base, models[0], *p.slerp_t, out, o);
-        return;
-      }
-      default: throw recipe_error(where() + "merge method " + r_.method_name + " is not supported yet");
-    }
+    detail::merge_tensor(r_, plan_, method_, t, in, out, ex);  // io/engine_methods.hpp
   }
 
   void finish_item(progress_state& ps, std::size_t tensor, std::size_t first, std::size_t count) {
@@ -760,6 +495,7 @@ class merge_engine {
   merge_options o_;
   std::vector<merge_input> in_;
   merge_plan plan_;
+  detail::method_state method_;  // fisher's and regmean's per-model files, fisher's norms
 };
 
 // The files copied next to a merged model from the base's (or first model's) folder.

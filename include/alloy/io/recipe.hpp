@@ -7,6 +7,7 @@
 //   models:
 //     - model: ./math             # relative paths: relative to the recipe's folder
 //       parameters: {weight: 1.0, density: 0.5}
+//       alloy: {fisher: ./math.fisher.safetensors}   # fisher; regmean: {gram: path}
 //   parameters: {normalize: true, lambda: 1.0}
 //   dtype: float32                # accepted; alloy always computes in float (double for F64)
 //   out_dtype: bfloat16           # output storage; default: each tensor's dtype in the base
@@ -21,11 +22,19 @@
 // method's missing requirement (a base model, a model to merge, a weight). A parameter the
 // method does not read is accepted with a warning in recipe::warnings.
 //
-// Models and the base. For methods with a base model (every task-vector method, slerp,
-// model_stock) a `models` entry naming the base (as mergekit's examples do) is not merged as
-// a task vector: recipe::merged lists the entries that are, in order. `linear` and
-// `passthrough` merge every entry; a base_model given to them that is not among the models
-// only names the folder config.json and tokenizer files are copied from (a warning says so).
+// Models and the base. For methods with a base model of their own (every task-vector method,
+// slerp, model_stock; nuslerp and multislerp when a base_model is given) a `models` entry
+// naming the base (as mergekit's examples do) is not merged as a model: recipe::merged lists
+// the entries that are, in order (separate_base() tells which case a recipe is). `linear`,
+// `passthrough`, `fisher` and `regmean` merge every entry; a base_model given to them that is
+// not among the models only names the folder config.json and tokenizer files are copied from
+// (a warning says so). `karcher` averages the base_model with the models, as mergekit does:
+// when it is not listed, an entry "base_model" is appended to recipe::models and merged.
+//
+// A model entry's own `alloy:` block names alloy's per-model files, resolved like `model`:
+// `fisher` (the diagonal Fisher of that model, merge method fisher) and `gram` (the Gram
+// matrices of its linear layers' inputs, merge method regmean); each a .safetensors file, an
+// index file or a folder. io/engine_methods.hpp describes their contents.
 #pragma once
 
 #include <alloy/core/dtype.hpp>
@@ -115,10 +124,10 @@ inline constexpr std::array<merge_method_info, 18> merge_methods{{
      "weight nuslerp_flatten nuslerp_row_wise", true},
     {"multislerp", merge_method_id::multislerp, merge_method_info::base_use::optional, "weight normalize_weights eps",
      true},
-    {"karcher", merge_method_id::karcher, merge_method_info::base_use::none, "max_iter tol"},
+    {"karcher", merge_method_id::karcher, merge_method_info::base_use::optional, "max_iter tol"},
     {"model_stock", merge_method_id::model_stock, merge_method_info::base_use::required, "filter_wise"},
-    {"fisher", merge_method_id::fisher, merge_method_info::base_use::optional, "weight", true},
-    {"regmean", merge_method_id::regmean, merge_method_info::base_use::optional, ""},
+    {"fisher", merge_method_id::fisher, merge_method_info::base_use::none, "weight normalize eps"},
+    {"regmean", merge_method_id::regmean, merge_method_info::base_use::none, "weight reduce_non_diagonal_ratio"},
 }};
 
 inline const merge_method_info* find_merge_method(std::string_view name) noexcept {
@@ -170,6 +179,10 @@ struct recipe_model {
   std::filesystem::path path;  // resolved against the recipe's folder
   parameter_map parameters;
   std::string where;  // "models[1]" for messages
+  // The entry's `alloy:` block: the Fisher file (fisher) and the Gram file (regmean), as
+  // written and resolved against the recipe's folder.
+  std::string fisher_spelled, gram_spelled;
+  std::optional<std::filesystem::path> fisher, gram;
 };
 
 struct recipe {
@@ -201,6 +214,14 @@ struct recipe {
     return m.where + " ('" + m.spelled + "')";
   }
 };
+
+// Whether the base model is an input of its own rather than one of the merged models: for the
+// methods that require one (task-vector methods, slerp, model_stock), and for nuslerp and
+// multislerp when the recipe gives a base_model (they then merge task vectors from it).
+inline bool separate_base(const recipe& r) noexcept {
+  if (r.info().base == merge_method_info::base_use::required) return true;
+  return r.base_model && (r.method == merge_method_id::nuslerp || r.method == merge_method_id::multislerp);
+}
 
 namespace detail {
 
@@ -339,12 +360,34 @@ class recipe_parser {
           has_model = true;
         } else if (key == "parameters") {
           m.parameters = parameters(it->second, where + ".parameters", true);
+        } else if (key == "alloy") {
+          model_alloy_keys(it->second, m);
         } else {
-          fail(it->first, "unknown key '" + where + "." + key + "' (a model has 'model' and 'parameters')");
+          fail(it->first, "unknown key '" + where + "." + key + "' (a model has 'model', 'parameters' and 'alloy')");
         }
       }
       if (!has_model) fail(e, where + " has no 'model'");
       r_.models.push_back(std::move(m));
+    }
+  }
+
+  // A model entry's alloy block: {fisher: path, gram: path}.
+  void model_alloy_keys(const YAML::Node& v, recipe_model& m) {
+    const std::string path = m.where + ".alloy";
+    if (v.IsNull()) return;
+    if (!v.IsMap()) fail(v, path + " must be a map {fisher: path} or {gram: path}");
+    std::set<std::string> seen;
+    for (auto it = v.begin(); it != v.end(); ++it) {
+      const std::string key = key_of(it->first, path, seen);
+      if (key == "fisher") {
+        m.fisher_spelled = path_string(it->second, path + ".fisher");
+        m.fisher = resolve_path(m.fisher_spelled);
+      } else if (key == "gram") {
+        m.gram_spelled = path_string(it->second, path + ".gram");
+        m.gram = resolve_path(m.gram_spelled);
+      } else {
+        fail(it->first, "unknown key '" + path + "." + key + "' (a model's alloy keys are fisher, gram)");
+      }
     }
   }
 
@@ -520,15 +563,26 @@ class recipe_parser {
     if (m.base == merge_method_info::base_use::none && r_.base_model)
       r_.warnings.push_back("merge method " + std::string(m.name) +
                             " takes no base_model: it only names the folder config.json and tokenizer files come from");
+    const bool base_apart = separate_base(r_);
     for (std::size_t i = 0; i < r_.models.size(); ++i) {
       const bool is_base = r_.base_model && same_path(r_.models[i].path, *r_.base_model);
       if (is_base && !r_.base_entry) r_.base_entry = i;
-      if (is_base && m.base == merge_method_info::base_use::required) {
+      if (is_base && base_apart) {
         if (!r_.models[i].parameters.empty() && m.task_vectors)
           r_.warnings.push_back(r_.models[i].where + " is the base model: its parameters are not used");
         continue;
       }
       r_.merged.push_back(i);
+    }
+    if (m.id == merge_method_id::karcher && r_.base_model && !r_.base_entry) {
+      // mergekit adds an unlisted base model to the inputs of a method without a base of its own.
+      recipe_model b;
+      b.spelled = r_.base_spelled;
+      b.path = *r_.base_model;
+      b.where = "base_model";
+      r_.base_entry = r_.models.size();
+      r_.merged.push_back(r_.models.size());
+      r_.models.push_back(std::move(b));
     }
     if ((m.id == merge_method_id::linear || m.id == merge_method_id::passthrough) && r_.base_model && !r_.base_entry)
       r_.warnings.push_back("base_model is not one of the models: merge method " + std::string(m.name) +
@@ -543,6 +597,34 @@ class recipe_parser {
                  std::to_string(r_.merged.size()) + " other models");
     if (m.id == merge_method_id::slerp && !r_.parameters.count("t"))
       fail_plain("merge method slerp needs the parameter t (under the top-level 'parameters')");
+    if (m.id == merge_method_id::nuslerp && r_.merged.size() != 2)
+      fail_plain("merge method nuslerp interpolates between two models" +
+                 std::string(r_.base_model ? " besides the base_model" : "") + ", got " +
+                 std::to_string(r_.merged.size()));
+    if (m.id == merge_method_id::model_stock && r_.merged.size() < 2)
+      fail_plain("merge method model_stock needs at least two models besides the base_model, got " +
+                 std::to_string(r_.merged.size()));
+    for (std::size_t k : r_.merged) {
+      const auto& x = r_.models[k];
+      const std::string label = x.where + " ('" + x.spelled + "')";
+      if (m.id == merge_method_id::fisher && !x.fisher)
+        fail_plain(label + " has no alloy.fisher: merge method fisher needs the Fisher diagonal of every model (" +
+                   x.where + ".alloy: {fisher: path})");
+      if (m.id == merge_method_id::regmean && !x.gram)
+        fail_plain(label + " has no alloy.gram: merge method regmean needs the Gram matrices of every model (" +
+                   x.where + ".alloy: {gram: path})");
+      if (x.fisher && m.id != merge_method_id::fisher)
+        r_.warnings.push_back(x.where + ".alloy.fisher is not used by merge method " + std::string(m.name));
+      if (x.gram && m.id != merge_method_id::regmean)
+        r_.warnings.push_back(x.where + ".alloy.gram is not used by merge method " + std::string(m.name));
+    }
+    if (m.id == merge_method_id::fisher)
+      for (const char* name : {"normalize", "eps"})
+        if (const auto it = r_.parameters.find(name);
+            it != r_.parameters.end() && it->second.type != parameter_setting::kind::scalar)
+          fail_plain("parameter " + it->second.where +
+                     ": under merge method fisher it applies to the whole model (the Fisher norms are taken over "
+                     "every tensor): give one value, not a gradient or filters");
     if (r_.output == merge_output::delta && !m.task_vectors)
       fail_plain("alloy.output: delta needs a task-vector method (task_arithmetic, ties, ...), not " +
                  std::string(m.name));
@@ -604,8 +686,11 @@ inline std::string recipe_yaml_with_absolute_paths(const recipe& r) {
   };
   if (r.base_model) root["base_model"] = absolute(*r.base_model);
   YAML::Node models = root["models"];
-  for (std::size_t i = 0; i < r.models.size() && i < models.size(); ++i)
+  for (std::size_t i = 0; i < r.models.size() && i < models.size(); ++i) {
     models[i]["model"] = absolute(r.models[i].path);
+    if (r.models[i].fisher) models[i]["alloy"]["fisher"] = absolute(*r.models[i].fisher);
+    if (r.models[i].gram) models[i]["alloy"]["gram"] = absolute(*r.models[i].gram);
+  }
   YAML::Emitter out;
   out << root;
   return std::string(out.c_str()) + "\n";
@@ -621,7 +706,8 @@ struct tensor_parameters {
   };
   std::vector<model> models;  // one per recipe::merged entry
   std::optional<bool> normalize, rescale, int8_mask, filter_wise;
-  std::optional<double> lambda, slerp_t;
+  std::optional<bool> nuslerp_flatten, nuslerp_row_wise, normalize_weights;
+  std::optional<double> lambda, slerp_t, eps, max_iter, tol, reduce_non_diagonal_ratio;
   std::optional<std::string> consensus_method;
 };
 
@@ -658,8 +744,15 @@ inline tensor_parameters resolve(const recipe& r, std::string_view tensor_name, 
   p.rescale = boolean(global("rescale"));
   p.int8_mask = boolean(global("int8_mask"));
   p.filter_wise = boolean(global("filter_wise"));
+  p.nuslerp_flatten = boolean(global("nuslerp_flatten"));
+  p.nuslerp_row_wise = boolean(global("nuslerp_row_wise"));
+  p.normalize_weights = boolean(global("normalize_weights"));
   p.lambda = number(global("lambda"));
   p.slerp_t = number(global("t"));
+  p.eps = number(global("eps"));
+  p.max_iter = number(global("max_iter"));
+  p.tol = number(global("tol"));
+  p.reduce_non_diagonal_ratio = number(global("reduce_non_diagonal_ratio"));
   if (auto c = global("consensus_method")) p.consensus_method = c->text;
   return p;
 }
@@ -673,9 +766,31 @@ inline void check_parameters(const recipe& r, const tensor_parameters& p, std::s
     return r.label() + ": tensor '" + std::string(tensor_name) + "', " + r.model_label(i) + ": ";
   };
   auto fmt = [](double v) { return detail::value_text(parameter_value::of(v)); };
+  const std::string tensor = r.label() + ": tensor '" + std::string(tensor_name) + "': ";
   if (m.id == merge_method_id::slerp && !p.slerp_t)
-    throw recipe_error(r.label() + ": tensor '" + std::string(tensor_name) +
-                       "': no t applies to this tensor (no filter of parameters.t matches it)");
+    throw recipe_error(tensor + "no t applies to this tensor (no filter of parameters.t matches it)");
+  if (m.id == merge_method_id::multislerp && p.eps && !(*p.eps > 0))
+    throw recipe_error(tensor + "eps is " + fmt(*p.eps) + ": multislerp divides by norm + eps, so eps must be > 0");
+  if (m.id == merge_method_id::karcher && p.max_iter && std::floor(*p.max_iter) != *p.max_iter)
+    throw recipe_error(tensor + "max_iter is " + fmt(*p.max_iter) + ", not a whole number of iterations");
+  if (m.id == merge_method_id::multislerp && p.normalize_weights.value_or(true)) {
+    double sum = 0;
+    for (const auto& x : p.models) sum += x.weight.value_or(0.0);
+    if (std::abs(sum) < 1e-8)
+      throw recipe_error(tensor + "the weights sum to " + fmt(sum) +
+                         ", so multislerp cannot normalize them (set normalize_weights: false)");
+  }
+  if (m.id == merge_method_id::fisher || m.id == merge_method_id::regmean) {
+    bool any = false;
+    for (std::size_t i = 0; i < p.models.size(); ++i) {
+      const double w = p.models[i].weight.value_or(1.0);
+      if (w < 0)
+        throw recipe_error(where(i) + "weight " + fmt(w) + " is negative: " + std::string(m.name) +
+                           " takes coefficients >= 0");
+      any = any || w > 0;
+    }
+    if (!any) throw recipe_error(tensor + "every model's weight is 0");
+  }
   for (std::size_t i = 0; i < p.models.size(); ++i) {
     const auto& x = p.models[i];
     if (m.needs_weight && !x.weight)

@@ -103,10 +103,10 @@ struct parameter_spec {
   std::array<std::string_view, 2> choices = {};
 };
 
-// Every parameter name alloy accepts. Names used by methods alloy does not run yet (slerp's
-// t, nuslerp's flags, karcher's iteration limits, model_stock's filter_wise) are accepted so
-// that such a recipe gets "not supported yet" and not "unknown parameter".
-inline constexpr std::array<parameter_spec, 18> parameter_specs{{
+// Every parameter name alloy accepts: mergekit's, plus reduce_non_diagonal_ratio (RegMean's
+// alpha, FusionBench's name). `eps` is multislerp's epsilon (> 0, checked per tensor) and
+// fisher's (>= 0); `max_iter` must be an integer (checked per tensor).
+inline constexpr std::array<parameter_spec, 19> parameter_specs{{
     {"weight", parameter_kind::number, true},
     {"density", parameter_kind::number, true, 0, 1, true, false, "in (0, 1]"},
     {"gamma", parameter_kind::number, true, 0, 1, false, false, "in [0, 1]"},
@@ -125,6 +125,7 @@ inline constexpr std::array<parameter_spec, 18> parameter_specs{{
     {"eps", parameter_kind::number, false, 0, INFINITY, false, false, "a finite number >= 0"},
     {"max_iter", parameter_kind::number, false, 1, INFINITY, false, false, "a finite number >= 1"},
     {"tol", parameter_kind::number, false, 0, INFINITY, false, false, "a finite number >= 0"},
+    {"reduce_non_diagonal_ratio", parameter_kind::number, false, 0, 1, false, false, "in [0, 1]"},
 }};
 
 inline const parameter_spec* find_parameter_spec(std::string_view name) noexcept {
