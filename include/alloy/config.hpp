@@ -12,6 +12,16 @@
 #define ALLOY_FORCE_SCALAR 0
 #endif
 
+// For the few small helpers of the kernels' inner loops (batch loads, packs, functor
+// bodies) that must inline even at -O2/-O1, where GCC's inliner may leave a call per batch.
+#if defined(__GNUC__) || defined(__clang__)
+#define ALLOY_ALWAYS_INLINE inline __attribute__((always_inline))
+#elif defined(_MSC_VER)
+#define ALLOY_ALWAYS_INLINE __forceinline
+#else
+#define ALLOY_ALWAYS_INLINE inline
+#endif
+
 namespace alloy {
 // Elements per work item when a tensor is split across threads. A multiple of every SIMD
 // width, so chunk boundaries never move an element between the SIMD body and the scalar tail.

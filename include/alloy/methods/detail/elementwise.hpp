@@ -1,7 +1,8 @@
 // The engine behind every element-wise method: a list of jobs (inputs and an output of the
 // same size), split into parallel_chunk items at fixed offsets and streamed through
 // kernels::stream on a thread pool. Item boundaries depend only on tensor sizes, so results
-// are identical for any thread count.
+// are identical for any thread count. Outputs of kernels::stream_store_threshold bytes or more
+// are written with non-temporal stores; each item's stream call fences its own stores.
 #pragma once
 
 #include <alloy/config.hpp>
@@ -50,9 +51,13 @@ void run_elementwise(std::span<const elementwise_job> jobs, const execution& ex,
     std::array<kernels::source, kernels::max_stream_inputs> src;
     for (std::size_t i = 0; i < job.in.size(); ++i) src[i] = {job.in[i].data, job.in[i].type};
     const kernels::sink dst{job.out.data, job.out.type};
+    // Items are 1 MiB or so: the whole output decides whether its stores bypass the caches.
+    const auto policy = job.out.size * dtype_size(job.out.type) >= kernels::stream_store_threshold
+                            ? kernels::store_policy::streaming
+                            : kernels::store_policy::cached;
     auto go = [&](auto tag) {
       using C = decltype(tag);
-      kernels::stream<C>(src.data(), job.in.size(), dst, first, last, make(j, tag));
+      kernels::stream<C>(src.data(), job.in.size(), dst, first, last, make(j, tag), policy);
     };
     if (computes_in_double(job))
       go(double{});

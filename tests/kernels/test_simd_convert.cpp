@@ -1,0 +1,1 @@
+#include "simd_convert_cases.hpp"
