@@ -120,6 +120,12 @@ class counter_rng {
     }
   }
 
+  // The Philox key and the stream words of the counter (for vectorized generators that
+  // must draw the same bits: kernels/philox.hpp).
+  constexpr std::array<std::uint32_t, 2> key() const noexcept { return key_; }
+  constexpr std::uint32_t stream_lo() const noexcept { return stream_lo_; }
+  constexpr std::uint32_t stream_hi() const noexcept { return stream_hi_; }
+
   static constexpr float to_uniform(std::uint32_t bits) noexcept {
     return static_cast<float>(bits >> 8) * 0x1p-24f;
   }

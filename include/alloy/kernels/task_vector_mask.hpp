@@ -14,6 +14,17 @@
 #include <cstdint>
 #include <type_traits>
 
+#if !ALLOY_FORCE_SCALAR && defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+// GCC 12 reports its own AVX-512 intrinsics' internal undefined values (__Y) as "may be
+// used uninitialized" once they are inlined here (a false positive, GCC PR 105593).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 namespace alloy::kernels {
 
 template <class C>
@@ -95,4 +106,41 @@ void keep_random(C* t, const float* u, std::size_t n, float p, C scale) noexcept
   for (; j < n; ++j) t[j] = u[j] < p ? t[j] * scale : C(0);
 }
 
+// Packs the entries of v[0, n) other than +-0 (NaN included) to out[0, w), in order, and
+// returns w. out may be v (in place); it needs n entries (the AVX-512 body stores whole
+// batches, never past out + n).
+template <class C>
+std::size_t compress_nonzero(const C* v, std::size_t n, C* out) noexcept {
+  std::size_t j = 0, w = 0;
+#if !ALLOY_FORCE_SCALAR && defined(__AVX512F__)
+  if constexpr (std::is_same_v<C, float>) {
+    const __m512 zero = _mm512_setzero_ps();
+    for (; j + 16 <= n; j += 16) {
+      const __m512 x = _mm512_loadu_ps(v + j);
+      const __mmask16 keep = _mm512_cmp_ps_mask(x, zero, _CMP_NEQ_UQ);
+      _mm512_storeu_ps(out + w, _mm512_maskz_compress_ps(keep, x));
+      w += static_cast<std::size_t>(__builtin_popcount(keep));
+    }
+  } else if constexpr (std::is_same_v<C, double>) {
+    const __m512d zero = _mm512_setzero_pd();
+    for (; j + 8 <= n; j += 8) {
+      const __m512d x = _mm512_loadu_pd(v + j);
+      const __mmask8 keep = _mm512_cmp_pd_mask(x, zero, _CMP_NEQ_UQ);
+      _mm512_storeu_pd(out + w, _mm512_maskz_compress_pd(keep, x));
+      w += static_cast<std::size_t>(__builtin_popcount(keep));
+    }
+  }
+#endif
+  for (; j < n; ++j) {
+    const C x = v[j];
+    out[w] = x;
+    w += !(x == C(0));
+  }
+  return w;
+}
+
 }  // namespace alloy::kernels
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif

@@ -23,8 +23,9 @@
 // presets reproduce each implementation's semantics and distributions, not its draws.
 //
 // Complexity: inverse_density / none: one streaming pass (N + 1 reads, one write per
-// element, one Philox call per 4 elements per model); a norm rescale adds one pass to
-// measure the norms. Memory: (N + 2) tiles of 2048 elements per thread; no full-size
+// element, one Philox call per 4 elements per model, 16 calls per AVX-512 step); a norm
+// rescale adds one pass to measure the norms (the draws are made again there: no mask is
+// stored), whose per-item double accumulators run in element order. Memory: (N + 2) tiles of 2048 elements per thread; no full-size
 // temporary. Precision: computed in float (double for double data), rounded once at the
 // output; norms accumulated in double. Edge cases: density 1 keeps everything (no draw);
 // a density outside (0, 1] is an error; a dropped entry becomes 0 (a dropped NaN too); a

@@ -8,10 +8,13 @@
 //         (peft, paper) or 1;  theta = theta_base + lambda d  (peft: d alone)
 //
 // Paper: Yadav et al., "TIES-Merging: Resolving Interference When Merging Models", NeurIPS
-// 2023. Complexity: per model two or three streaming passes for the exact top-k (radix
-// selection, kernels/radix_select.hpp), one more for the paper's zero-vote rule, then one
-// merge pass; O(n) time. Memory: per-thread 256 KiB histograms and (N + 2) tiles of 2048
-// elements; no full-size temporary. Precision: computed in float (double for double data),
+// 2023. Complexity: for tensors of 64Ki entries or more, one streaming pass selects every
+// model's exact top-k at once (methods/detail/sampled_topk.hpp; the radix selection of
+// kernels/radix_select.hpp, two or three passes per model, when the sampled band misses), one
+// more pass for the paper's zero-vote rule, then one fused merge pass; O(n) time. Memory:
+// the sample and band entries (a few % of n keys at most, capped), per-thread 256 KiB
+// histograms when the radix selection runs, and (N + 2) tiles of 2048 elements; no
+// full-size temporary. Precision: computed in float (double for double data),
 // rounded once at the output. Determinism: the kept set is exact (ties at the cut: lower
 // index first) and every reduction is ordered, so results are bit-identical for any thread
 // count. Edge cases: density 1 keeps everything; a density keeping no entry is an error

@@ -4,17 +4,23 @@
 // 65536-bin histogram. For large tensors this file does it in one SIMD pass for all models:
 //   1. sample: blocks of 16 entries every 4096 (1/256 of the tensor, at fixed positions)
 //      give each model's sample of magnitude keys; the sample ranks k s / n +- (6 sigma + 16)
-//      bracket the k-th largest key into a band [low, high];
-//   2. filter: one pass counts, per model, the entries above the band and collects the band
-//      entries (key, index) (kernels/band_filter.hpp);
-//   3. if the k-th largest falls in the band (above < k <= above + band), a selection among
-//      the band entries (by key descending, then index ascending) gives the exact cut: the
-//      same rule, and the same kept set, as topk_select.
+//      bracket the k-th largest key into a band [low, high]. Band keys met at least
+//      sampled_heavy_min times in the sample (massive tie groups: bf16 task vectors take a
+//      few distinct magnitudes) become "heavy" keys, at most kernels::band_max_heavy;
+//   2. filter: one pass counts, per work item and model, the entries above the band and the
+//      entries of each heavy key, and collects the other band entries (key, position)
+//      (kernels/band_filter.hpp: tau computed in registers for f32 and bf16 inputs, all
+//      models in one sweep with software prefetch, set lanes written by AVX-512 compress);
+//   3. if the k-th largest falls in the band (above < k <= above + band), the cut is found
+//      among the band entries (key descending, then index ascending): a heavy key (then the
+//      r-th tie is located by its item's count and a scan of that one item) or a collected
+//      key (a 4096-bin histogram of the band keys, then nth_element in one bin): the same
+//      rule, and the same kept set, as topk_select.
 // When the band misses (a 6-sigma event for random data; structured data can do it) or holds
-// more than sampled_band_cap entries (massive ties), the model falls back to topk_select.
-// Extra memory: the sample (n / 256 keys) and at most sampled_band_cap entries per model.
-// Deterministic: fixed sample positions, items at fixed offsets, band entries gathered in
-// item order, and the result is the unique exact cut anyway.
+// more than sampled_band_cap collected entries, the model falls back to topk_select.
+// Extra memory: the sample (n / 256 keys) and at most sampled_band_cap (+ a tile) collected
+// entries per model, 8 bytes each. Deterministic: fixed sample positions, items at fixed
+// offsets, band entries gathered in item order, and the result is the unique exact cut anyway.
 #pragma once
 
 #include <alloy/kernels/band_filter.hpp>
@@ -24,20 +30,42 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
+#include <functional>
 #include <cstdint>
+#include <memory>
 #include <limits>
 #include <optional>
+#include <utility>
 #include <vector>
 
 namespace alloy::detail {
 
 inline constexpr std::size_t sampled_min_size = std::size_t{1} << 16;
 inline constexpr std::size_t sampled_band_cap = std::size_t{1} << 20;
+// A band key met this many times in the sample (about 2048 entries expected in the tensor)
+// is counted per item rather than collected entry by entry.
+inline constexpr std::size_t sampled_heavy_min = 8;
 
-struct band_entry {
-  std::uint32_t key;
-  std::uint64_t index;
-};
+// The r-th largest (1-based, r <= keys.size()) of keys, all in [low, high]: a 4096-bin
+// histogram of (key - low) finds the bin holding it, nth_element among that bin's keys.
+inline std::uint32_t rank_desc(const std::vector<std::uint32_t>& keys, std::size_t r, std::uint32_t low, std::uint32_t high) {
+  constexpr std::size_t bins = 4096;
+  unsigned shift = 0;
+  while (((high - low) >> shift) >= bins) ++shift;
+  std::vector<std::size_t> hist(bins, 0);
+  for (std::uint32_t k : keys) ++hist[(k - low) >> shift];
+  std::size_t bin = bins, above = 0;
+  while (above + hist[bin - 1] < r) above += hist[--bin];
+  --bin;
+  std::vector<std::uint32_t> in;
+  in.reserve(hist[bin]);
+  for (std::uint32_t k : keys)
+    if (((k - low) >> shift) == bin) in.push_back(k);
+  const auto nth = in.begin() + static_cast<std::ptrdiff_t>(r - above - 1);
+  std::nth_element(in.begin(), nth, in.end(), std::greater<std::uint32_t>());
+  return *nth;
+}
 
 // ks[i]: entries to keep of model i (0 < k < n: other values are left to the caller).
 // Returns model i's rule, or nothing when it must fall back to topk_select.
@@ -54,6 +82,12 @@ inline std::vector<std::optional<topk_rule>> sampled_topk(const sparse_job& job,
     float tile[block];
     double b[block], t[block];
     for (std::size_t p = 0; p + block <= n; p += stride) {
+      // The blocks are far apart (a cache miss and a new page each): ask for a later one now.
+      if (const std::size_t ahead = p + 8 * stride; ahead + block <= n) {
+        __builtin_prefetch(static_cast<const unsigned char*>(job.base.data) + ahead * dtype_size(job.base.type));
+        for (const tensor_view& x : job.models)
+          __builtin_prefetch(static_cast<const unsigned char*>(x.data) + ahead * dtype_size(x.type));
+      }
       kernels::widen<double>({job.base.data, job.base.type}, p, b, block);
       for (std::size_t i = 0; i < m; ++i) {
         // The same tau as the merge computes: in the compute type, then as float.
@@ -98,45 +132,124 @@ inline std::vector<std::optional<topk_rule>> sampled_topk(const sparse_job& job,
       bd.high = *at;
     }
   }
+
+  // Heavy keys: band keys frequent in the sample (massive tie groups, as bf16 data makes)
+  // are counted per item instead of collected, so such a band stays small.
+  std::vector<kernels::band_query> queries(m);
+  for (std::size_t i = 0; i < m; ++i) {
+    if (!bands[i].active) continue;
+    kernels::band_query& q = queries[i];
+    q.low = bands[i].low;
+    q.high = bands[i].high;
+    std::vector<std::uint32_t> in;
+    for (std::uint32_t k : sample[i])
+      if (k >= q.low && k <= q.high) in.push_back(k);
+    std::sort(in.begin(), in.end());
+    std::vector<std::pair<std::size_t, std::uint32_t>> runs;  // (multiplicity, key)
+    for (std::size_t a = 0, b = 0; a < in.size(); a = b) {
+      while (b < in.size() && in[b] == in[a]) ++b;
+      if (b - a >= sampled_heavy_min) runs.push_back({b - a, in[a]});
+    }
+    std::sort(runs.begin(), runs.end(), std::greater<>());
+    for (std::size_t h = 0; h < runs.size() && h < kernels::band_max_heavy; ++h) q.heavy[q.n_heavy++] = runs[h].second;
+  }
   sample.clear();
 
-  // 2. the filter pass: per item and model, the count above the band and the band entries
+  // 2. the filter pass: per item and model, the count above the band, the heavy-key counts
+  //    and the other band entries (key, position in the item), in position order.
+  struct entries {
+    std::unique_ptr<std::uint32_t[]> keys, pos;
+    std::size_t size = 0, cap = 0;
+    void reserve_more(std::size_t more) {
+      if (size + more <= cap) return;
+      const std::size_t c = std::max(size + more, 2 * cap);
+      auto k = std::make_unique_for_overwrite<std::uint32_t[]>(c), p = std::make_unique_for_overwrite<std::uint32_t[]>(c);
+      if (size != 0) {
+        std::memcpy(k.get(), keys.get(), size * sizeof(std::uint32_t));
+        std::memcpy(p.get(), pos.get(), size * sizeof(std::uint32_t));
+      }
+      keys = std::move(k);
+      pos = std::move(p);
+      cap = c;
+    }
+  };
   std::vector<std::size_t> starts;
   for (std::size_t s = 0; s < n; s += parallel_chunk) starts.push_back(s);
-  std::vector<std::size_t> above(starts.size() * m, 0);
-  std::vector<std::vector<band_entry>> entries(starts.size() * m);
+  std::vector<kernels::band_tally> tally(starts.size() * m);
+  std::vector<entries> found(starts.size() * m);
   std::vector<std::atomic<std::size_t>> in_band(m);
+  const bool in_float = !computes_in_double(job);
+  constexpr std::size_t filter_tile = sparse_tile;
   parallel_for(starts.size(), ex, [&](std::size_t item) {
     const std::size_t first = starts[item], last = std::min(n, first + parallel_chunk);
     auto run = [&](auto tag) {
       using C = decltype(tag);
-      std::vector<C> b(sparse_tile), t(sparse_tile);
-      std::vector<float> f(sparse_tile);
-      for (std::size_t pos = first; pos < last; pos += sparse_tile) {
-        const std::size_t len = std::min(sparse_tile, last - pos);
-        const C* bp = b.data();
-        if (job.base.type == dtype_of<C>)
-          bp = static_cast<const C*>(job.base.data) + pos;
-        else
-          kernels::widen<C>({job.base.data, job.base.type}, pos, b.data(), len);
+      std::vector<C> b, t;
+      std::vector<float> f;
+      for (std::size_t pos = first; pos < last; pos += filter_tile) {
+        const std::size_t len = std::min(filter_tile, last - pos);
+        const C* bp = nullptr;  // the base tile in C, made on first use
+        // Models whose tau can be computed in registers (stored like the base, f32 or bf16)
+        // go through one sweep together; the others tile by tile.
+        const bool base_f32 = job.base.type == dtype::f32, base_bf16 = job.base.type == dtype::bf16;
+        const void* many[kernels::fused_max_models];
+        kernels::band_target targets[kernels::fused_max_models];
+        std::size_t which[kernels::fused_max_models];
+        std::size_t n_many = 0;
         for (std::size_t i = 0; i < m; ++i) {
           if (!bands[i].active || in_band[i].load(std::memory_order_relaxed) > sampled_band_cap) continue;
-          const float* v;
-          if constexpr (std::is_same_v<C, float>) {
-            task_vector_tile<float>(job.models[i], bp, pos, len, storage_precision, f.data());
-            v = f.data();
-          } else {
-            task_vector_tile<double>(job.models[i], bp, pos, len, storage_precision, t.data());
-            for (std::size_t j = 0; j < len; ++j) f[j] = static_cast<float>(t[j]);
-            v = f.data();
+          const tensor_view& x = job.models[i];
+          auto& list = found[item * m + i];
+          if (list.cap == 0) list.reserve_more(bands[i].expected * (last - first) / n + 2 * (filter_tile + kernels::band_slack));
+          list.reserve_more(len + kernels::band_slack);
+          const bool together = in_float && n_many < kernels::fused_max_models &&
+                                ((base_f32 && x.type == dtype::f32) || (base_bf16 && x.type == dtype::bf16 && !storage_precision));
+          if (!together) continue;
+          many[n_many] = static_cast<const unsigned char*>(x.data) + pos * dtype_size(x.type);
+          targets[n_many] = {&queries[i], &tally[item * m + i], list.keys.get(), list.pos.get(), list.size};
+          which[n_many++] = i;
+        }
+        if (n_many != 0) {
+          kernels::band_scan_many(many, n_many, static_cast<const unsigned char*>(job.base.data) + pos * dtype_size(job.base.type),
+                                  base_bf16, len, static_cast<std::uint32_t>(pos - first), targets);
+          for (std::size_t g = 0; g < n_many; ++g) {
+            auto& list = found[item * m + which[g]];
+            in_band[which[g]].fetch_add(targets[g].written - list.size, std::memory_order_relaxed);
+            list.size = targets[g].written;
           }
-          auto& list = entries[item * m + i];
-          if (list.capacity() == 0) list.reserve(bands[i].expected * (last - first) / n + 64);
-          const std::size_t before = list.size();
-          above[item * m + i] += kernels::band_filter(v, len, bands[i].low, bands[i].high, [&](std::size_t j, std::uint32_t key) {
-            list.push_back({key, pos + j});
-          });
-          in_band[i].fetch_add(list.size() - before, std::memory_order_relaxed);
+        }
+        for (std::size_t i = 0; i < m; ++i) {
+          if (!bands[i].active || in_band[i].load(std::memory_order_relaxed) > sampled_band_cap) continue;
+          if (std::find(which, which + n_many, i) != which + n_many) continue;  // done above
+          const tensor_view& x = job.models[i];
+          auto& list = found[item * m + i];
+          list.reserve_more(len + kernels::band_slack);
+          const auto at = static_cast<std::uint32_t>(pos - first);
+          std::uint32_t* keys = list.keys.get() + list.size;
+          std::uint32_t* where = list.pos.get() + list.size;
+          std::size_t w;
+          {
+            if (bp == nullptr) {
+              if (job.base.type == dtype_of<C>) {
+                bp = static_cast<const C*>(job.base.data) + pos;
+              } else {
+                b.resize(filter_tile);
+                kernels::widen<C>({job.base.data, job.base.type}, pos, b.data(), len);
+                bp = b.data();
+              }
+            }
+            f.resize(filter_tile);
+            if constexpr (std::is_same_v<C, float>) {
+              task_vector_tile<float>(x, bp, pos, len, storage_precision, f.data());
+            } else {
+              t.resize(filter_tile);
+              task_vector_tile<double>(x, bp, pos, len, storage_precision, t.data());
+              for (std::size_t j = 0; j < len; ++j) f[j] = static_cast<float>(t[j]);
+            }
+            w = kernels::band_scan(f.data(), nullptr, len, at, queries[i], tally[item * m + i], keys, where);
+          }
+          list.size += w;
+          in_band[i].fetch_add(w, std::memory_order_relaxed);
         }
       }
     };
@@ -146,26 +259,116 @@ inline std::vector<std::optional<topk_rule>> sampled_topk(const sparse_job& job,
       run(float{});
   });
 
-  // 3. the exact cut among the band entries
+  // 3. the exact cut among the band entries: with heavy keys h (counted) and the collected
+  //    keys, the r-th largest in (key descending, index ascending) order.
   for (std::size_t i = 0; i < m; ++i) {
     if (!bands[i].active || in_band[i].load() > sampled_band_cap) continue;
-    std::size_t total_above = 0;
-    std::vector<band_entry> all;
-    all.reserve(in_band[i].load());
+    const kernels::band_query& q = queries[i];
+    std::size_t total_above = 0, collected = 0;
+    std::size_t heavy_total[kernels::band_max_heavy] = {};
     for (std::size_t item = 0; item < starts.size(); ++item) {
-      total_above += above[item * m + i];
-      const auto& list = entries[item * m + i];
-      all.insert(all.end(), list.begin(), list.end());
+      const auto& ty = tally[item * m + i];
+      total_above += ty.above;
+      for (std::size_t h = 0; h < q.n_heavy; ++h) heavy_total[h] += ty.heavy_count[h];
+      collected += found[item * m + i].size;
     }
-    if (!(total_above < ks[i] && ks[i] <= total_above + all.size())) continue;  // the band missed
+    std::size_t band_total = collected;
+    for (std::size_t h = 0; h < q.n_heavy; ++h) band_total += heavy_total[h];
+    if (!(total_above < ks[i] && ks[i] <= total_above + band_total)) continue;  // the band missed
     const std::size_t r = ks[i] - total_above;  // 1-based rank of the cut among the band entries
-    auto order = [](const band_entry& a, const band_entry& b) { return a.key != b.key ? a.key > b.key : a.index < b.index; };
-    std::nth_element(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(r - 1), all.end(), order);
-    const band_entry cut = all[r - 1];
-    // Like topk_select, say "every tie kept" when no entry equal to the cut comes after it.
-    const bool tie_cut = std::any_of(all.begin() + static_cast<std::ptrdiff_t>(r), all.end(),
-                                     [&](const band_entry& e) { return e.key == cut.key; });
-    result[i] = topk_rule{cut.key, tie_cut ? static_cast<std::size_t>(cut.index) + 1 : std::numeric_limits<std::size_t>::max()};
+    std::vector<std::uint32_t> keys;
+    keys.reserve(collected);
+    for (std::size_t item = 0; item < starts.size(); ++item) {
+      const auto& list = found[item * m + i];
+      keys.insert(keys.end(), list.keys.get(), list.keys.get() + list.size);
+    }
+    // Heavy keys in descending order; above[h]: band entries with a key above heavy h.
+    std::size_t order[kernels::band_max_heavy];
+    for (std::size_t h = 0; h < q.n_heavy; ++h) order[h] = h;
+    std::sort(order, order + q.n_heavy, [&](std::size_t a, std::size_t b) { return q.heavy[a] > q.heavy[b]; });
+    std::size_t heavy_before = 0;  // heavy entries above the current position
+    std::optional<std::size_t> heavy_cut;
+    std::size_t rank_in_keys = 0;  // when the cut is a collected key: its 1-based rank among them
+    for (std::size_t o = 0; o <= q.n_heavy; ++o) {
+      if (o == q.n_heavy) {
+        rank_in_keys = r - heavy_before;
+        break;
+      }
+      const std::size_t h = order[o];
+      const std::size_t keys_above =
+          static_cast<std::size_t>(std::count_if(keys.begin(), keys.end(), [&](std::uint32_t k) { return k > q.heavy[h]; }));
+      const std::size_t a = keys_above + heavy_before;
+      if (a >= r) {  // the cut is a collected key above heavy h
+        rank_in_keys = r - heavy_before;
+        break;
+      }
+      if (a + heavy_total[h] >= r) {  // the cut is heavy h
+        heavy_cut = h;
+        rank_in_keys = r - a;  // here: the 1-based rank among the ties of heavy h
+        break;
+      }
+      heavy_before += heavy_total[h];
+    }
+    std::uint32_t cut_key;
+    std::size_t tie_rank, tie_count;  // the cut's 1-based rank among its ties, and their number
+    if (heavy_cut) {
+      cut_key = q.heavy[*heavy_cut];
+      tie_rank = rank_in_keys;
+      tie_count = heavy_total[*heavy_cut];
+    } else {
+      cut_key = rank_desc(keys, rank_in_keys, q.low, q.high);
+      std::size_t greater = 0;
+      tie_count = 0;
+      for (std::uint32_t k : keys) {
+        greater += k > cut_key;
+        tie_count += k == cut_key;
+      }
+      tie_rank = rank_in_keys - greater;
+    }
+    if (tie_rank == tie_count) {  // every tie kept
+      result[i] = topk_rule{cut_key, std::numeric_limits<std::size_t>::max()};
+      continue;
+    }
+    // The tie_rank-th entry of key cut_key in index order.
+    std::size_t index = 0, left = tie_rank;
+    for (std::size_t item = 0; item < starts.size(); ++item) {
+      if (heavy_cut) {
+        const std::size_t c = tally[item * m + i].heavy_count[*heavy_cut];
+        if (left > c) {
+          left -= c;
+          continue;
+        }
+        // Scan the item: tau as the filter computed it.
+        const task_vector_producer produce{std::span(&job, 1), i, storage_precision};
+        const std::size_t first = starts[item], last = std::min(n, first + parallel_chunk);
+        float tile[sparse_tile];
+        for (std::size_t pos = first; pos < last; pos += sparse_tile) {
+          const std::size_t len = std::min(sparse_tile, last - pos);
+          produce(0, pos, len, tile);
+          const std::size_t e = kernels::count_equal(tile, len, cut_key);
+          if (left > e) {
+            left -= e;
+            continue;
+          }
+          index = pos + kernels::find_nth_equal(tile, len, cut_key, left - 1);
+          break;
+        }
+        break;
+      }
+      const auto& list = found[item * m + i];
+      const std::size_t c = static_cast<std::size_t>(std::count(list.keys.get(), list.keys.get() + list.size, cut_key));
+      if (left > c) {
+        left -= c;
+        continue;
+      }
+      for (std::size_t e = 0; e < list.size; ++e)
+        if (list.keys[e] == cut_key && --left == 0) {
+          index = starts[item] + list.pos[e];
+          break;
+        }
+      break;
+    }
+    result[i] = topk_rule{cut_key, index + 1};
   }
   return result;
 }

@@ -9,6 +9,12 @@
 // Memory: (N + 2) tiles per worker. Results do not depend on the thread count: tiles and
 // items sit at fixed offsets and reductions are combined in item order.
 //
+// The merge of a job whose inputs are f32 or bf16 (computed in float) and whose masks are
+// keep-all, none, top-k or random takes a fused pass instead (kernels/sparse_fused.hpp): per
+// SIMD batch the inputs are loaded, tau masked and combined in registers, no tau tile is
+// stored; the same operations on the same tiles, so the same bits. Random masks draw their
+// uniforms 64 at a time (kernels/philox.hpp, AVX-512) with the scalar generator's values.
+//
 // Row-ranked masks (tv_mask::kind::della) need a whole row of the tensor to rank an entry,
 // so a job holding one is cut differently: its items and tiles are whole blocks of rows
 // (ranked_block: about parallel_chunk and sparse_tile elements, at least one block), still
@@ -22,7 +28,9 @@
 #include <alloy/core/random.hpp>
 #include <alloy/core/tensor.hpp>
 #include <alloy/kernels/convert.hpp>
+#include <alloy/kernels/philox.hpp>
 #include <alloy/kernels/radix_select.hpp>
+#include <alloy/kernels/sparse_fused.hpp>
 #include <alloy/kernels/stream.hpp>
 #include <alloy/kernels/task_vector_mask.hpp>
 #include <alloy/methods/detail/topk.hpp>
@@ -212,7 +220,7 @@ C kept_or_zero(bool keep, C v) noexcept {
 // blocks of rows (begin and len multiples of ranked_block(m)). `u` is a scratch of len floats.
 template <class C>
 void apply_della_mask(const tv_mask& m, C* tau, std::size_t begin, std::size_t len, float* u, rank_scratch& s) {
-  counter_rng(m.seed, m.stream).fill_uniform(begin, u, len);
+  kernels::fill_uniform(counter_rng(m.seed, m.stream), begin, u, len);
   const std::size_t rows = m.row_length, stride = m.row_stride, block = ranked_block(m);
   auto factor = [&m](double p) { return static_cast<C>(m.inverse_probability ? m.scale / p : m.scale); };
   if (m.p_width == 0 || rows == 1) {  // one probability for every entry: no ranking
@@ -279,7 +287,7 @@ void apply_mask(const tv_mask& m, C* tau, std::size_t begin, std::size_t len, fl
                          scale, true);
       return;
     case tv_mask::kind::random:
-      counter_rng(m.seed, m.stream).fill_uniform(begin, u, len);
+      kernels::fill_uniform(counter_rng(m.seed, m.stream), begin, u, len);
       kernels::keep_random(tau, u, len, m.keep_probability, scale);
       return;
     case tv_mask::kind::della: {
@@ -380,18 +388,101 @@ inline std::size_t task_vector_items(std::span<const sparse_job> jobs) noexcept 
   return n;
 }
 
-// Writes combine(rows) to every job's output.
+// Whether a job's merge can take the fused pass (kernels/sparse_fused.hpp): float compute,
+// base and models stored as f32 or bf16 (no storage-precision rounding of a bf16 tau), masks
+// that need no ranking or band, and at most fused_max_models models.
+inline bool fused_merge_job(const sparse_job& j, bool storage_precision) noexcept {
+  if (computes_in_double(j) || j.models.size() > kernels::fused_max_models) return false;
+  if (j.base.type != dtype::f32 && j.base.type != dtype::bf16) return false;
+  for (std::size_t i = 0; i < j.models.size(); ++i) {
+    const dtype t = j.models[i].type;
+    if (t != dtype::f32 && (t != dtype::bf16 || storage_precision)) return false;
+    const auto k = j.masks[i].type;
+    if (k == tv_mask::kind::band || k == tv_mask::kind::della) return false;
+  }
+  return true;
+}
+
+// Writes combine(rows) to every job's output. Jobs that allow it take one fused pass per
+// tile; the others go through the tau tiles of for_each_task_vector_tile. Both compute the
+// same values (the same tiles at the same offsets, the same operations).
 template <class Make>
 void run_sparse_merge(std::span<const sparse_job> jobs, bool storage_precision, const execution& ex, const Make& make) {
-  for_each_task_vector_tile(jobs, storage_precision, ex,
-                            [&](std::size_t j, std::size_t, auto tag, auto rows, std::size_t pos, std::size_t len) {
-                              using C = decltype(tag);
-                              const sparse_job& job = jobs[j];
-                              kernels::source src[kernels::max_stream_inputs];
-                              for (std::size_t r = 0; r < rows.size(); ++r) src[r] = {rows[r], dtype_of<C>};
-                              auto* out = static_cast<unsigned char*>(job.out.data) + pos * dtype_size(job.out.type);
-                              kernels::stream<C>(src, rows.size(), {out, job.out.type}, 0, len, make(j, tag));
-                            });
+  std::vector<std::size_t> fused, other;
+  for (std::size_t j = 0; j < jobs.size(); ++j) (fused_merge_job(jobs[j], storage_precision) ? fused : other).push_back(j);
+  auto tile_pass = [&](std::span<const sparse_job> js, auto job_index) {
+    for_each_task_vector_tile(js, storage_precision, ex,
+                              [&](std::size_t j, std::size_t, auto tag, auto rows, std::size_t pos, std::size_t len) {
+                                using C = decltype(tag);
+                                const sparse_job& job = js[j];
+                                kernels::source src[kernels::max_stream_inputs];
+                                for (std::size_t r = 0; r < rows.size(); ++r) src[r] = {rows[r], dtype_of<C>};
+                                auto* out = static_cast<unsigned char*>(job.out.data) + pos * dtype_size(job.out.type);
+                                kernels::stream<C>(src, rows.size(), {out, job.out.type}, 0, len, make(job_index(j), tag));
+                              });
+  };
+  if (fused.empty()) {
+    tile_pass(jobs, [](std::size_t j) { return j; });
+    return;
+  }
+  if (!other.empty()) {
+    // The jobs that cannot fuse, as their own list (the callback maps back to the index).
+    std::vector<sparse_job> rest;
+    for (std::size_t j : other) rest.push_back(jobs[j]);
+    tile_pass(rest, [&](std::size_t j) { return other[j]; });
+  }
+  struct item {
+    std::size_t job, first, last;
+  };
+  std::vector<item> items;
+  for (std::size_t j : fused)
+    for (std::size_t s = 0; s < jobs[j].out.size; s += parallel_chunk)
+      items.push_back({j, s, std::min(jobs[j].out.size, s + parallel_chunk)});
+  parallel_for(items.size(), ex, [&](std::size_t k) {
+    const sparse_job& job = jobs[items[k].job];
+    const std::size_t n = job.models.size();
+    const auto f = make(items[k].job, float{});
+    const bool out_direct = job.out.type == dtype::f32 || job.out.type == dtype::bf16;
+    std::vector<float> scratch((out_direct ? 0 : sparse_tile) + (n * sparse_tile));
+    float* narrow_tile = scratch.data();
+    float* u = scratch.data() + (out_direct ? 0 : sparse_tile);
+    kernels::fused_input in[kernels::fused_max_models];
+    for (std::size_t pos = items[k].first; pos < items[k].last; pos += sparse_tile) {
+      const std::size_t len = std::min(sparse_tile, items[k].last - pos);
+      const bool base_bf16 = job.base.type == dtype::bf16;
+      const void* b = static_cast<const unsigned char*>(job.base.data) + pos * dtype_size(job.base.type);
+      for (std::size_t i = 0; i < n; ++i) {
+        const tv_mask& m = job.masks[i];
+        kernels::fused_input& x = in[i];
+        x.data = static_cast<const unsigned char*>(job.models[i].data) + pos * dtype_size(job.models[i].type);
+        x.bf16 = job.models[i].type == dtype::bf16;
+        x.scale = static_cast<float>(m.scale);
+        x.multiply = m.scale != 1;
+        switch (m.type) {
+          case tv_mask::kind::all: x.mask = kernels::fused_mask::all; break;
+          case tv_mask::kind::none: x.mask = kernels::fused_mask::none; break;
+          case tv_mask::kind::topk:
+            x.mask = kernels::fused_mask::topk;
+            x.key = m.keep.key;
+            x.ties = std::min(m.keep.tie_limit(pos, len), len);
+            break;
+          default:  // random (fused_merge_job admits no other kind)
+            x.mask = kernels::fused_mask::random;
+            x.u = u + i * sparse_tile;
+            x.p = m.keep_probability;
+            kernels::fill_uniform(counter_rng(m.seed, m.stream), pos, u + i * sparse_tile, len);
+            break;
+        }
+      }
+      if (out_direct) {
+        kernels::fused_merge_tile(b, base_bf16, in, n, static_cast<unsigned char*>(job.out.data) + pos * dtype_size(job.out.type),
+                                  job.out.type == dtype::bf16, len, pos, f);
+      } else {
+        kernels::fused_merge_tile(b, base_bf16, in, n, narrow_tile, false, len, pos, f);
+        kernels::narrow(narrow_tile, {job.out.data, job.out.type}, pos, len);
+      }
+    }
+  });
 }
 
 // The producer for topk_select over model i's task vectors, one segment per job (one job
@@ -436,41 +527,92 @@ enum class rescale_norm { none, l1, l2, linf };
 namespace alloy::detail {
 
 
+// The norm accumulators of match_norms for models [0, n): acc[2 i] over t_i[0, len) (model
+// i's row at t + i * stride), acc[2 i + 1] over kept_i[0, n_kept[i]) (at kept + i * stride),
+// each in element order, as acc = acc + |v| (l1), acc + v * v (l2) or max(acc, |v|) (linf)
+// with v converted to double. Up to four models advance together (independent chains).
+template <int M, class C, class Step>
+void norm_chains_group(double* acc, const C* t, std::size_t stride, std::size_t len, const C* kept,
+                       const std::size_t* n_kept, const Step& step) noexcept {
+  double a[2 * M];
+  for (int i = 0; i < 2 * M; ++i) a[i] = acc[i];
+  for (std::size_t j = 0; j < len; ++j)
+    for (int i = 0; i < M; ++i) a[2 * i] = step(a[2 * i], static_cast<double>(t[i * stride + j]));
+  std::size_t common = n_kept[0];
+  for (int i = 1; i < M; ++i) common = std::min(common, n_kept[i]);
+  for (std::size_t j = 0; j < common; ++j)
+    for (int i = 0; i < M; ++i) a[2 * i + 1] = step(a[2 * i + 1], static_cast<double>(kept[i * stride + j]));
+  for (int i = 0; i < M; ++i)
+    for (std::size_t j = common; j < n_kept[i]; ++j) a[2 * i + 1] = step(a[2 * i + 1], static_cast<double>(kept[i * stride + j]));
+  for (int i = 0; i < 2 * M; ++i) acc[i] = a[i];
+}
+
+template <class C, class Step>
+void norm_chains(double* acc, const C* t, std::size_t stride, std::size_t len, const C* kept, const std::size_t* n_kept,
+                 std::size_t n, const Step& step) noexcept {
+  for (std::size_t g = 0; g < n; g += 4) {
+    const std::size_t o = g * stride;
+    switch (std::min<std::size_t>(4, n - g)) {
+      case 4: norm_chains_group<4>(acc + 2 * g, t + o, stride, len, kept + o, n_kept + g, step); break;
+      case 3: norm_chains_group<3>(acc + 2 * g, t + o, stride, len, kept + o, n_kept + g, step); break;
+      case 2: norm_chains_group<2>(acc + 2 * g, t + o, stride, len, kept + o, n_kept + g, step); break;
+      default: norm_chains_group<1>(acc + 2 * g, t + o, stride, len, kept + o, n_kept + g, step); break;
+    }
+  }
+}
+
+template <class C>
+void norm_chains(rescale_norm norm, double* acc, const C* t, std::size_t stride, std::size_t len, const C* kept,
+                 const std::size_t* n_kept, std::size_t n) noexcept {
+  if (norm == rescale_norm::l1)
+    norm_chains(acc, t, stride, len, kept, n_kept, n, [](double a, double v) { return a + std::abs(v); });
+  else if (norm == rescale_norm::l2)
+    norm_chains(acc, t, stride, len, kept, n_kept, n, [](double a, double v) { return a + v * v; });
+  else
+    norm_chains(acc, t, stride, len, kept, n_kept, n, [](double a, double v) { return std::max(a, std::abs(v)); });
+}
+
 inline void match_norms(std::span<sparse_job> jobs, rescale_norm norm, bool storage_precision, const execution& ex) {
   if (norm == rescale_norm::none || jobs.empty()) return;
   const std::vector<tv_item> items = task_vector_item_list(jobs);
   const std::size_t n_models = jobs[0].models.size();
   // partial[item][2 * model + 0/1] = norm accumulator before / after masking
   std::vector<double> partial(items.size() * 2 * n_models, 0.0);
-  auto accumulate = [norm](double& acc, double v) {
-    if (norm == rescale_norm::l1) acc += std::abs(v);
-    else if (norm == rescale_norm::l2) acc += v * v;
-    else acc = std::max(acc, std::abs(v));
-  };
   parallel_for(items.size(), ex, [&](std::size_t k) {
     const sparse_job& job = jobs[items[k].job];
     const std::size_t first = items[k].first, last = items[k].last, tile = tile_length(job);
     auto run = [&](auto tag) {
       using C = decltype(tag);
-      std::vector<C> b(tile), t(tile);
+      // Per tile: every model's tau (t) and its masked values other than 0 (kept, packed:
+      // adding a 0 leaves any of these accumulators unchanged), then the accumulators of
+      // all models advanced together (independent chains, each in element order).
+      std::vector<C> b(tile), t(n_models * tile), kept(n_models * tile);
+      std::vector<std::size_t> n_kept(n_models);
       std::vector<float> u(tile);
       rank_scratch scratch;
+      std::vector<double> acc(2 * n_models);
+      for (std::size_t i = 0; i < n_models; ++i) {
+        acc[2 * i] = partial[(k * n_models + i) * 2];
+        acc[2 * i + 1] = partial[(k * n_models + i) * 2 + 1];
+      }
       for (std::size_t pos = first; pos < last; pos += tile) {
         const std::size_t len = std::min(tile, last - pos);
         kernels::widen<C>({job.base.data, job.base.type}, pos, b.data(), len);
         for (std::size_t i = 0; i < job.models.size(); ++i) {
-          double* acc = &partial[(k * n_models + i) * 2];
-          task_vector_tile(job.models[i], b.data(), pos, len, storage_precision, t.data());
-          // Accumulators in locals (a register, not a store per element); same order of adds.
-          double before = acc[0], after = acc[1];
-          for (std::size_t j = 0; j < len; ++j) accumulate(before, static_cast<double>(t[j]));
+          C* ti = t.data() + i * tile;
+          task_vector_tile(job.models[i], b.data(), pos, len, storage_precision, ti);
+          C* ki = kept.data() + i * tile;
+          std::copy_n(ti, len, ki);
           tv_mask unscaled = job.masks[i];
           unscaled.scale = 1;
-          apply_mask(unscaled, t.data(), pos, len, u.data(), scratch);
-          for (std::size_t j = 0; j < len; ++j) accumulate(after, static_cast<double>(t[j]));
-          acc[0] = before;
-          acc[1] = after;
+          apply_mask(unscaled, ki, pos, len, u.data(), scratch);
+          n_kept[i] = kernels::compress_nonzero(ki, len, ki);
         }
+        norm_chains(norm, acc.data(), t.data(), tile, len, kept.data(), n_kept.data(), n_models);
+      }
+      for (std::size_t i = 0; i < n_models; ++i) {
+        partial[(k * n_models + i) * 2] = acc[2 * i];
+        partial[(k * n_models + i) * 2 + 1] = acc[2 * i + 1];
       }
     };
     if (computes_in_double(job))

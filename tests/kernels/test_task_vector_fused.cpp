@@ -1,0 +1,140 @@
+// kernels::fused_merge_tile (kernels/sparse_fused.hpp) must give bit for bit what the tile
+// path gives: tau = x - b (kernels::difference), the mask (keep_band / keep_random), then
+// kernels::stream with the combine functor. Every tile length up to a few batches and a full
+// tile, f32 and bf16 rows, every mask kind (scaled and not), NaN and Inf, the TIES and the
+// linear functors.
+#include <alloy/core/bf16.hpp>
+#include <alloy/kernels/sparse_fused.hpp>
+#include <alloy/kernels/stream.hpp>
+#include <alloy/kernels/task_vector_combine.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+using namespace alloy;
+using namespace alloy::kernels;
+
+namespace {
+
+// The tile path for rows stored as f32 (or as bf16 bits when bf16).
+template <class F>
+std::vector<float> tile_path(const std::vector<float>& base, const std::vector<std::vector<float>>& x,
+                             const std::vector<fused_input>& in, std::size_t len, const F& f) {
+  const std::size_t n = x.size();
+  std::vector<std::vector<float>> t(n, std::vector<float>(len));
+  for (std::size_t i = 0; i < n; ++i) {
+    difference(x[i].data(), base.data(), t[i].data(), len);
+    const fused_input& m = in[i];
+    switch (m.mask) {
+      case fused_mask::all:
+        if (m.multiply)
+          for (auto& v : t[i]) v = v * m.scale;
+        break;
+      case fused_mask::none:
+        std::fill(t[i].begin(), t[i].end(), 0.f);
+        break;
+      case fused_mask::topk:
+        keep_band(t[i].data(), len, m.key, m.ties, 0, 0, m.scale, false);
+        break;
+      case fused_mask::random:
+        keep_random(t[i].data(), m.u, len, m.p, m.scale);
+        break;
+    }
+  }
+  std::vector<source> src{{base.data(), dtype::f32}};
+  for (auto& r : t) src.push_back({r.data(), dtype::f32});
+  std::vector<float> out(len);
+  stream<float>(src.data(), src.size(), {out.data(), dtype::f32}, 0, len, f);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("fused merge tile equals the tile path", "[kernels][sparse]") {
+  std::mt19937 gen(11);
+  std::normal_distribution<float> d;
+  std::uniform_real_distribution<float> uni(0.f, 1.f);
+  const std::vector<float> w{0.5f, -0.3f, 0.2f, 1.0f};
+  task_vector_combine<float> ties_f;
+  ties_f.weights = w;
+  ties_f.kind = combine_kind::ties;
+  ties_f.divide = true;
+  task_vector_combine<float> linear_f;
+  linear_f.weights = w;
+  linear_f.scale = true;
+  linear_f.lambda = 0.7f;
+  std::size_t compared = 0;
+  for (std::size_t len : {0u, 1u, 5u, 15u, 16u, 17u, 31u, 33u, 64u, 79u, 2048u})
+    for (bool bf : {false, true}) {
+      std::vector<float> base(len);
+      std::vector<std::vector<float>> x(4, std::vector<float>(len));
+      std::vector<std::vector<std::uint16_t>> xh(4, std::vector<std::uint16_t>(len));
+      std::vector<std::uint16_t> bh(len);
+      std::vector<std::vector<float>> u(4, std::vector<float>(len));
+      for (std::size_t j = 0; j < len; ++j) {
+        base[j] = d(gen);
+        for (std::size_t i = 0; i < 4; ++i) {
+          x[i][j] = j % 5 == 0 ? base[j] + 0.25f : base[j] + 0.1f * d(gen);
+          if (j % 23 == 3 && i == 1) x[i][j] = std::numeric_limits<float>::quiet_NaN();
+          if (j % 29 == 4 && i == 2) x[i][j] = std::numeric_limits<float>::infinity();
+          u[i][j] = uni(gen);
+        }
+        if (bf) {  // the rows hold bf16 values; the tile path reads them widened
+          bh[j] = bf16(base[j]).bits;
+          base[j] = static_cast<float>(bf16::from_bits(bh[j]));
+          for (std::size_t i = 0; i < 4; ++i) {
+            xh[i][j] = bf16(x[i][j]).bits;
+            x[i][j] = static_cast<float>(bf16::from_bits(xh[i][j]));
+          }
+        }
+      }
+      std::vector<fused_input> in(4);
+      in[0].mask = fused_mask::topk;  // the cut in a tie group at 0.25, ties kept before len / 2
+      in[0].key = magnitude_key(bf ? static_cast<float>(bf16::from_bits(xh[0].empty() ? 0 : xh[0][0])) -
+                                         static_cast<float>(bf16::from_bits(bh.empty() ? 0 : bh[0]))
+                                   : 0.25f);
+      in[0].ties = len / 2;
+      in[0].scale = 1.5f;
+      in[1].mask = fused_mask::random;
+      in[1].u = u[1].data();
+      in[1].p = 0.3f;
+      in[1].scale = 2.0f;
+      in[2].mask = fused_mask::all;
+      in[2].multiply = true;
+      in[2].scale = 0.5f;
+      in[3].mask = len % 2 ? fused_mask::none : fused_mask::all;
+      for (std::size_t i = 0; i < 4; ++i) {
+        in[i].data = bf ? static_cast<const void*>(xh[i].data()) : x[i].data();
+        in[i].bf16 = bf;
+      }
+      const void* b = bf ? static_cast<const void*>(bh.data()) : base.data();
+      for (int which = 0; which < 2; ++which) {
+        CAPTURE(len, bf, which);
+        std::vector<float> got(len, -7.f);
+        std::vector<float> want;
+        if (which == 0) {
+          fused_merge_tile(b, bf, in.data(), 4, got.data(), false, len, 4096, ties_f);
+          want = tile_path(base, x, in, len, ties_f);
+        } else {
+          fused_merge_tile(b, bf, in.data(), 4, got.data(), false, len, 4096, linear_f);
+          want = tile_path(base, x, in, len, linear_f);
+        }
+        CHECK(std::memcmp(got.data(), want.data(), len * sizeof(float)) == 0);
+        // The same tile stored as bf16: kernels::convert's rounding of the float result.
+        std::vector<std::uint16_t> got16(len + 1, 0x1234), want16(len + 1, 0x1234);
+        if (which == 0)
+          fused_merge_tile(b, bf, in.data(), 4, got16.data(), true, len, 4096, ties_f);
+        else
+          fused_merge_tile(b, bf, in.data(), 4, got16.data(), true, len, 4096, linear_f);
+        for (std::size_t j = 0; j < len; ++j) want16[j] = bf16(want[j]).bits;
+        CHECK(got16 == want16);
+        compared += len;
+      }
+    }
+  CHECK(compared > 8000);
+}
