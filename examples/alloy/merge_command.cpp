@@ -1,4 +1,4 @@
-// alloy merge RECIPE.yaml OUT_DIR [--threads N] [--dry-run] [--no-progress] [--out-shard-size SIZE]
+// alloy merge RECIPE.yaml OUT_DIR [--threads N] [--dry-run] [--no-progress] [--out-shard-size SIZE] [--sync]
 #include "cli_common.hpp"
 #include "commands.hpp"
 
@@ -28,6 +28,7 @@ struct merge_args {
   int threads = 0;
   bool dry_run = false;
   bool no_progress = false;
+  bool sync = false;
   std::string shard_size = "5GB";
 };
 
@@ -104,6 +105,7 @@ int run_merge(const merge_args& a) {
   alloy::io::merge_options o;
   o.exec = threads_option(a.threads);
   o.max_shard_size = shard;
+  o.sync = a.sync ? alloy::io::sync_mode::fsync : alloy::io::sync_mode::none;
   if (!a.out.empty()) check_output(a.out);
   const alloy::io::recipe r = alloy::io::load_recipe(a.recipe);
 
@@ -156,6 +158,7 @@ command add_merge_command(CLI::App& app) {
   sub->add_option("--threads", args->threads, "Threads (default 0: every core)");
   sub->add_flag("--dry-run", args->dry_run, "Check everything and print the plan; write nothing");
   sub->add_flag("--no-progress", args->no_progress, "No progress bar (only the summary line)");
+  sub->add_flag("--sync", args->sync, "fsync the output before renaming it into place (durable against power loss)");
   sub->add_option("--out-shard-size", args->shard_size,
                   "Largest output shard, e.g. 5GB (default), 500MB, 2GiB or bytes; more than one shard adds "
                   "model.safetensors.index.json");

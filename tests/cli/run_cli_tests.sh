@@ -212,6 +212,10 @@ mkdir -p elsewhere
 run 0 merge out_ta/alloy_recipe.yaml elsewhere/again --no-progress
 checks=$((checks + 1))
 cmp -s out_ta/model.safetensors elsewhere/again/model.safetensors || fail "merging alloy_recipe.yaml again differs"
+# --sync writes the same files (it only adds the fsyncs).
+run 0 merge ta.yaml out_ta_sync --no-progress --sync
+checks=$((checks + 1))
+cmp -s out_ta/model.safetensors out_ta_sync/model.safetensors || fail "merge --sync differs"
 
 run 0 merge ties.yaml out_ties --no-progress --out-shard-size 3KB --threads 1
 checks=$((checks + 1))

@@ -281,6 +281,23 @@ TEST_CASE("safetensors_writer writes chunks in any order and publishes on commit
   CHECK(back[1] == -8);
 }
 
+TEST_CASE("commit without fsync publishes the same file", "[io][safetensors]") {
+  scratch_dir dir;
+  std::vector<float> w = {1.5f, -2.0f, 3.25f};
+  for (const auto sync : {sync_mode::fsync, sync_mode::none}) {
+    const auto path = dir / (sync == sync_mode::none ? "none.safetensors" : "fsync.safetensors");
+    safetensors_writer out(path, {{"w", dtype::f32, {3}}});
+    out.write("w", alloy::tensor_view(w));
+    out.commit(sync);
+    CHECK(out.committed());
+    CHECK_FALSE(std::filesystem::exists(out.temporary_path()));
+  }
+  CHECK(dir.files() == std::vector<std::string>{"fsync.safetensors", "none.safetensors"});
+  const safetensors_file a(dir / "fsync.safetensors"), b(dir / "none.safetensors");
+  CHECK(std::equal(a.bytes("w").begin(), a.bytes("w").end(), b.bytes("w").begin(), b.bytes("w").end()));
+  CHECK(std::filesystem::file_size(dir / "fsync.safetensors") == std::filesystem::file_size(dir / "none.safetensors"));
+}
+
 TEST_CASE("an uncommitted writer leaves no file", "[io][safetensors]") {
   scratch_dir dir;
   const auto path = dir / "out.safetensors";

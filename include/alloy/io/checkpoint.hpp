@@ -279,8 +279,9 @@ inline checkpoint open_checkpoint(const std::filesystem::path& path) {
 
 namespace detail {
 
-// Writes content to path through a temporary file, fsync and rename.
-inline void write_file_atomically(const std::filesystem::path& path, std::string_view content) {
+// Writes content to path through a temporary file, fsync (sync_mode::fsync) and rename.
+inline void write_file_atomically(const std::filesystem::path& path, std::string_view content,
+                                  sync_mode sync = sync_mode::fsync) {
   static std::atomic<unsigned> counter{0};
   std::filesystem::path tmp;
   unique_fd fd;
@@ -293,7 +294,7 @@ inline void write_file_atomically(const std::filesystem::path& path, std::string
   }
   int err = pwrite_all(fd.get(), reinterpret_cast<const std::byte*>(content.data()), content.size(), 0);
   const char* what = "cannot write";
-  if (!err && ::fsync(fd.get()) != 0) err = errno, what = "cannot sync";
+  if (!err && sync == sync_mode::fsync && ::fsync(fd.get()) != 0) err = errno, what = "cannot sync";
   if (!err && (err = fd.close()) != 0) what = "cannot close";
   if (!err && ::rename(tmp.c_str(), path.c_str()) != 0) err = errno, what = "cannot rename";
   if (err) {
@@ -301,7 +302,7 @@ inline void write_file_atomically(const std::filesystem::path& path, std::string
     ::unlink(tmp.c_str());
     throw_io(what, tmp, err);
   }
-  sync_parent_directory(path);
+  if (sync == sync_mode::fsync) sync_parent_directory(path);
 }
 
 }  // namespace detail
@@ -369,20 +370,20 @@ class checkpoint_writer {
   }
   void write(std::string_view name, tensor_view v) { shards_[shard_of(name)].write(name, v); }
 
-  void commit() {
+  void commit(sync_mode sync = sync_mode::fsync) {
     if (committed_) throw error(errc::invalid_argument, "checkpoint writer for '" + folder_.string() + "': already committed");
     for (const auto& s : shards_) s.check_complete();
     std::vector<std::filesystem::path> published;
     try {
       for (auto& s : shards_) {
-        s.commit();
+        s.commit(sync);
         published.push_back(s.path());
       }
       if (shards_.size() > 1) {
         nlohmann::json index;
         index["metadata"]["total_size"] = total_size_;
         index["weight_map"] = weight_map_;
-        detail::write_file_atomically(folder_ / index_file_name, index.dump(2) + "\n");
+        detail::write_file_atomically(folder_ / index_file_name, index.dump(2) + "\n", sync);
       }
     } catch (...) {
       for (const auto& p : published) ::unlink(p.c_str());

@@ -27,6 +27,10 @@ struct merge_options {
   execution exec = {};
   std::uint64_t max_shard_size = default_max_shard_size;
   std::size_t chunk_elements = std::size_t{1} << 20;  // element-wise work item size (a multiple of parallel_chunk)
+  // none (the default, as cp and mergekit): the output is complete and renamed into place
+  // when the merge returns, its pages written back by the kernel afterwards; fsync: also on
+  // the disk (`alloy merge --sync`), at the disk's write speed.
+  sync_mode sync = sync_mode::none;
   // Called after each work item from the thread that finished it, never concurrently; an
   // exception it throws aborts the merge (and is rethrown by run()).
   std::function<void(const merge_progress&)> on_progress = {};

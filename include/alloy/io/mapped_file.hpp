@@ -33,6 +33,14 @@
 
 namespace alloy::io {
 
+// How a writer's commit() makes its files durable before renaming them into place:
+//   fsync  the data and then the folder entry reach the disk first, so that not even a power
+//          loss can leave a renamed but incomplete file (costs the disk's write time);
+//   none   the kernel writes the pages back later, as cp and most tools do. An error or a
+//          killed process still leaves no partial file (the rename comes last); only a crash
+//          of the machine before the write-back can.
+enum class sync_mode { fsync, none };
+
 namespace detail {
 
 inline std::string system_reason(int err) { return std::strerror(err); }

@@ -154,6 +154,7 @@ class merge_engine {
   }
 
   const recipe& source_recipe() const noexcept { return r_; }
+  const merge_options& options() const noexcept { return o_; }
   const merge_plan& plan() const noexcept { return plan_; }
   const std::vector<merge_input>& inputs() const noexcept { return in_; }
 
@@ -217,7 +218,7 @@ class merge_engine {
     parallel_for(small_whole.size(), o_.exec, [&](std::size_t k) { run_item(small_whole[k], one); });
     for (const auto& it : large_whole) run_item(it, o_.exec);
 
-    w.commit();
+    w.commit(o_.sync);
     merge_stats s;
     s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     s.input_bytes = plan_.input_bytes;
@@ -519,7 +520,7 @@ namespace detail {
 // Copies config.json (with torch_dtype set to out_dtype when the recipe gives one) and the
 // tokenizer files present in `from` into `to`.
 inline void copy_side_files(const std::filesystem::path& from, const std::filesystem::path& to,
-                            std::optional<dtype> out_dtype, std::vector<std::string>& warnings) {
+                            std::optional<dtype> out_dtype, std::vector<std::string>& warnings, sync_mode sync) {
   namespace fs = std::filesystem;
   if (from.empty()) return;
   for (auto name : side_files) {
@@ -535,7 +536,7 @@ inline void copy_side_files(const std::filesystem::path& from, const std::filesy
       if (!j.is_discarded() && j.is_object()) {
         if (j.contains("torch_dtype")) j["torch_dtype"] = std::string(torch_dtype_name(*out_dtype));
         if (j.contains("dtype")) j["dtype"] = std::string(torch_dtype_name(*out_dtype));
-        write_file_atomically(dst, j.dump(2) + "\n");
+        write_file_atomically(dst, j.dump(2) + "\n", sync);
         continue;
       }
       warnings.push_back("'" + src.string() + "' is not a JSON object: copied unchanged");
@@ -576,13 +577,14 @@ inline merge_stats merge_to_folder(merge_engine& e, const std::filesystem::path&
     merge_stats s = e.run(tmp);
     std::vector<std::string> side_warnings;
     const recipe& r = e.source_recipe();
-    detail::copy_side_files(e.side_file_folder(), tmp, r.out_dtype, side_warnings);
-    detail::write_file_atomically(tmp / "alloy_recipe.yaml", recipe_yaml_with_absolute_paths(r));
+    const sync_mode sync = e.options().sync;
+    detail::copy_side_files(e.side_file_folder(), tmp, r.out_dtype, side_warnings, sync);
+    detail::write_file_atomically(tmp / "alloy_recipe.yaml", recipe_yaml_with_absolute_paths(r), sync);
     if (warnings) warnings->insert(warnings->end(), side_warnings.begin(), side_warnings.end());
     if (::rename(tmp.c_str(), out.c_str()) != 0)
       throw error(errc::io_error,
                   "cannot rename " + detail::quoted(tmp) + " to " + detail::quoted(out) + ": " + std::strerror(errno));
-    detail::sync_parent_directory(out);
+    if (sync == sync_mode::fsync) detail::sync_parent_directory(out);
     return s;
   } catch (...) {
     fs::remove_all(tmp, ec);

@@ -204,17 +204,18 @@ class safetensors_writer {
   }
 
   // Checks that each tensor received exactly its byte count (errc::invalid_argument
-  // otherwise, the writer staying usable), then fsyncs, closes and renames onto path().
-  void commit() {
+  // otherwise, the writer staying usable), then fsyncs (sync_mode::fsync), closes and renames
+  // onto path().
+  void commit(sync_mode sync = sync_mode::fsync) {
     check_complete();
-    if (::fsync(fd_.get()) != 0) detail::throw_io("cannot sync", tmp_, errno);
+    if (sync == sync_mode::fsync && ::fsync(fd_.get()) != 0) detail::throw_io("cannot sync", tmp_, errno);
     if (int err = fd_.close()) detail::throw_io("cannot close", tmp_, err);
     if (::rename(tmp_.c_str(), path_.c_str()) != 0)
       throw error(errc::io_error, "cannot rename '" + tmp_.string() + "' to '" + path_.string() + "': " +
                                       detail::system_reason(errno));
     committed_ = true;
     tmp_.clear();
-    detail::sync_parent_directory(path_);
+    if (sync == sync_mode::fsync) detail::sync_parent_directory(path_);
   }
 
   // Throws errc::invalid_argument unless every tensor received exactly its byte count (a
