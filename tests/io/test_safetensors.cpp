@@ -20,6 +20,7 @@ using alloy::errc;
 using alloy::tensor_set;
 using alloy::io::safetensors_file;
 using alloy::io::safetensors_writer;
+using alloy::io::sync_mode;
 using alloy::io::tensor_spec;
 using io_test::as_bytes;
 using io_test::bytes_of;
