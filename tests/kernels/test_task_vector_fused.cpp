@@ -11,6 +11,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -133,6 +134,18 @@ TEST_CASE("fused merge tile equals the tile path", "[kernels][sparse]") {
           fused_merge_tile(b, bf, in.data(), 4, got16.data(), true, len, 4096, linear_f);
         for (std::size_t j = 0; j < len; ++j) want16[j] = bf16(want[j]).bits;
         CHECK(got16 == want16);
+        // With non-temporal stores (an output aligned to a 64-byte batch): the same bits.
+        {
+          std::vector<unsigned char> raw(len * sizeof(float) + 128, 0xab);
+          void* aligned = raw.data() + (64 - reinterpret_cast<std::uintptr_t>(raw.data()) % 64);
+          for (bool h : {false, true}) {
+            fused_merge_tile(b, bf, in.data(), 4, aligned, h, len, 4096, which == 0 ? ties_f : linear_f, true);
+            if (h)
+              CHECK(std::memcmp(aligned, want16.data(), len * sizeof(std::uint16_t)) == 0);
+            else
+              CHECK(std::memcmp(aligned, want.data(), len * sizeof(float)) == 0);
+          }
+        }
         compared += len;
       }
     }

@@ -71,27 +71,6 @@ inline float load_scalar(const void* p, bool bf16, std::size_t j) noexcept {
 }
 
 #if !ALLOY_FORCE_SCALAR
-// Stores float_to_bf16 of each lane (core/bf16.hpp: nearest even, NaN quieted with its sign
-// and top payload bits) at p.
-inline void store_bf16(std::uint16_t* p, const vec<float>& v) noexcept {
-  constexpr std::size_t W = width<float>;
-#if defined(__AVX512F__)
-  if constexpr (W == 16) {
-    const __m512i u = _mm512_castps_si512(v);
-    const __m512i high = _mm512_srli_epi32(u, 16);
-    const __m512i rounded =
-        _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), _mm512_and_si512(high, _mm512_set1_epi32(1))), 16);
-    const __m512i quiet = _mm512_or_si512(high, _mm512_set1_epi32(0x40));
-    const __mmask16 nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, rounded, quiet)));
-    return;
-  }
-#endif
-  alignas(64) float tmp[W];
-  v.store_aligned(tmp);
-  for (std::size_t l = 0; l < W; ++l) p[l] = float_to_bf16(tmp[l]);
-}
-
 inline vec<float> load_batch(const void* p, bool bf16, std::size_t j) noexcept {
   if (!bf16) return load(static_cast<const float*>(p) + j);
   const std::uint16_t* h = static_cast<const std::uint16_t*>(p) + j;
@@ -111,11 +90,18 @@ inline vec<float> load_batch(const void* p, bool bf16, std::size_t j) noexcept {
 // out[j] = f([b, t_1, .., t_n] at j) for j < len, stored as float, or rounded to bf16 as
 // kernels::convert rounds (out_bf16); `first` is the tile's element index in the tensor (for
 // the functor's pack). base, the inputs' data and out point at the tile start.
+//
+// nt: write the tile's whole batches with non-temporal stores (kernels/simd.hpp stream_store,
+// store_narrow<true>; out must then be aligned to a batch, and be none of the inputs), and end
+// with a store fence. The caller decides it from the whole output's size, as
+// kernels::stream's store_policy::automatic does (methods/detail/sparse_merge.hpp
+// run_sparse_merge): a tile is far below stream_store_threshold, the tensor often far above.
 template <class F>
 void fused_merge_tile(const void* base, bool base_bf16, const fused_input* in, std::size_t n, void* out, bool out_bf16,
-                      std::size_t len, std::size_t first, const F& f) noexcept {
+                      std::size_t len, std::size_t first, const F& f, bool nt = false) noexcept {
   float* const out_f = static_cast<float*>(out);
   std::uint16_t* const out_h = static_cast<std::uint16_t*>(out);
+  bf16* const out_b = static_cast<bf16*>(out);
   std::size_t j = 0;
 #if !ALLOY_FORCE_SCALAR
   {
@@ -164,11 +150,19 @@ void fused_merge_tile(const void* base, bool base_bf16, const fused_input* in, s
         vals[1 + i] = t;
       }
       const V r = f(detail::reg_pack<V>{vals, n + 1, j, first});
-      if (out_bf16)
-        detail::store_bf16(out_h + j, r);
-      else
-        store(out_f + j, r);
+      if (nt) {
+        if (out_bf16)
+          store_narrow<true>(out_b + j, r);
+        else
+          stream_store(out_f + j, r);
+      } else {
+        if (out_bf16)
+          store_narrow<false>(out_b + j, r);
+        else
+          store(out_f + j, r);
+      }
     }
+    if (nt) store_fence();
   }
 #endif
   float vals[1 + fused_max_models];

@@ -443,6 +443,15 @@ void run_sparse_merge(std::span<const sparse_job> jobs, bool storage_precision, 
     const std::size_t n = job.models.size();
     const auto f = make(items[k].job, float{});
     const bool out_direct = job.out.type == dtype::f32 || job.out.type == dtype::bf16;
+    // Non-temporal stores when the whole output (not this item) is stream_store_threshold
+    // bytes or more, as kernels::stream decides for a whole range, its start is aligned to a
+    // batch (every tile starts at a multiple of sparse_tile, itself one of the batch) and it
+    // is none of the inputs (an in-place merge keeps ordinary stores, as in kernels::stream).
+    bool nt = kernels::has_stream_stores && out_direct &&
+              job.out.size * dtype_size(job.out.type) >= kernels::stream_store_threshold &&
+              reinterpret_cast<std::uintptr_t>(job.out.data) % (kernels::width<float> * dtype_size(job.out.type)) == 0 &&
+              job.out.data != job.base.data;
+    for (std::size_t i = 0; i < n; ++i) nt = nt && job.out.data != job.models[i].data;
     std::vector<float> scratch((out_direct ? 0 : sparse_tile) + (n * sparse_tile));
     float* narrow_tile = scratch.data();
     float* u = scratch.data() + (out_direct ? 0 : sparse_tile);
@@ -476,7 +485,7 @@ void run_sparse_merge(std::span<const sparse_job> jobs, bool storage_precision, 
       }
       if (out_direct) {
         kernels::fused_merge_tile(b, base_bf16, in, n, static_cast<unsigned char*>(job.out.data) + pos * dtype_size(job.out.type),
-                                  job.out.type == dtype::bf16, len, pos, f);
+                                  job.out.type == dtype::bf16, len, pos, f, nt);
       } else {
         kernels::fused_merge_tile(b, base_bf16, in, n, narrow_tile, false, len, pos, f);
         kernels::narrow(narrow_tile, {job.out.data, job.out.type}, pos, len);
