@@ -22,6 +22,18 @@
 #define ALLOY_ALWAYS_INLINE inline
 #endif
 
+// Around kernel code that inlines AVX-512 intrinsics: GCC 12 reports the intrinsics' own
+// internal undefined values (__Y) as "may be used uninitialized" once they are inlined (a
+// false positive, GCC PR 105593). The pair pushes and pops the diagnostic state.
+#if defined(__GNUC__) && !defined(__clang__)
+#define ALLOY_INTRINSIC_WARNINGS_OFF \
+  _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"")
+#define ALLOY_INTRINSIC_WARNINGS_ON _Pragma("GCC diagnostic pop")
+#else
+#define ALLOY_INTRINSIC_WARNINGS_OFF
+#define ALLOY_INTRINSIC_WARNINGS_ON
+#endif
+
 namespace alloy {
 // Elements per work item when a tensor is split across threads. A multiple of every SIMD
 // width, so chunk boundaries never move an element between the SIMD body and the scalar tail.

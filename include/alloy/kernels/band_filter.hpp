@@ -28,12 +28,7 @@
 #define ALLOY_BAND_AVX512 0
 #endif
 
-// GCC 12 reports its own AVX-512 intrinsics' internal undefined values (__Y) as "may be
-// used uninitialized" once they are inlined here (a false positive, GCC PR 105593).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+ALLOY_INTRINSIC_WARNINGS_OFF  // GCC PR 105593 (config.hpp)
 
 namespace alloy::kernels {
 
@@ -276,6 +271,4 @@ inline void band_scan_many(const void* const* x, std::size_t m, const void* b, b
 
 }  // namespace alloy::kernels
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+ALLOY_INTRINSIC_WARNINGS_ON

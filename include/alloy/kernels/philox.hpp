@@ -19,12 +19,7 @@
 #define ALLOY_PHILOX_AVX512 0
 #endif
 
-// GCC 12 reports its own AVX-512 intrinsics' internal undefined values (__Y) as "may be
-// used uninitialized" once they are inlined here (a false positive, GCC PR 105593).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+ALLOY_INTRINSIC_WARNINGS_OFF  // GCC PR 105593 (config.hpp)
 
 namespace alloy::kernels {
 
@@ -114,6 +109,4 @@ inline void fill_uniform(const counter_rng& rng, std::uint64_t first, float* out
 
 }  // namespace alloy::kernels
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+ALLOY_INTRINSIC_WARNINGS_ON

@@ -90,12 +90,7 @@ ALLOY_ALWAYS_INLINE void stream_store(C* p, C v) noexcept { *p = v; }
 inline constexpr bool has_stream_stores = false;
 inline void store_fence() noexcept {}
 #else
-// GCC 12.2's AVX-512 integer intrinsics start from _mm512_undefined_epi32(), which -Wall
-// reports as maybe-uninitialized wherever they inline (GCC PR 105593, fixed in 12.3).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+ALLOY_INTRINSIC_WARNINGS_OFF  // GCC PR 105593 (config.hpp)
 namespace simd_detail {
 
 using u32 = xsimd::batch<std::uint32_t>;
@@ -261,9 +256,7 @@ inline void store_fence() noexcept {
   _mm_sfence();
 #endif
 }
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+ALLOY_INTRINSIC_WARNINGS_ON
 #endif
 
 // The widest batch of any compute type, for sizing scratch buffers and chunks.

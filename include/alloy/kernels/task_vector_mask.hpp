@@ -18,12 +18,7 @@
 #include <immintrin.h>
 #endif
 
-// GCC 12 reports its own AVX-512 intrinsics' internal undefined values (__Y) as "may be
-// used uninitialized" once they are inlined here (a false positive, GCC PR 105593).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+ALLOY_INTRINSIC_WARNINGS_OFF  // GCC PR 105593 (config.hpp)
 
 namespace alloy::kernels {
 
@@ -141,6 +136,4 @@ std::size_t compress_nonzero(const C* v, std::size_t n, C* out) noexcept {
 
 }  // namespace alloy::kernels
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+ALLOY_INTRINSIC_WARNINGS_ON
