@@ -42,6 +42,7 @@
 #include <alloy/core/tensor.hpp>
 #include <alloy/error.hpp>
 #include <alloy/io/engine_plan.hpp>
+#include <alloy/io/engine_whole_model.hpp>
 #include <alloy/io/recipe.hpp>
 #include <alloy/methods/breadcrumbs.hpp>
 #include <alloy/methods/dare.hpp>
@@ -117,6 +118,7 @@ struct method_state {
   std::vector<merge_input> files;
   fisher_options fisher;
   std::vector<double> fisher_norms;  // with fisher's normalize: over every merged tensor
+  whole_model_ties ties_plan;        // ties with preset paper (io/engine_whole_model.hpp)
 };
 
 inline std::string recipe_where(const recipe& r) { return r.label() + ": "; }
@@ -133,12 +135,7 @@ inline void check_method_options(const recipe& r) {
   };
   try {
     switch (r.method) {
-      case merge_method_id::ties: {
-        const auto o = ties_options::preset(preset);
-        if (o.scope == trim_scope::whole_model) needs_whole_model("trims each task vector over the whole model");
-        if (o.zero == zero_vote::model_majority) needs_whole_model("breaks zero votes by the model-wide majority sign");
-        break;
-      }
+      case merge_method_id::ties: (void)ties_options::preset(preset); break;  // paper: engine_whole_model.hpp
       case merge_method_id::dare_ties:
         if (dare_options::preset(preset).zero == zero_vote::model_majority)
           needs_whole_model("breaks zero votes by the model-wide majority sign");
@@ -508,7 +505,11 @@ inline void merge_tensor(const recipe& r, const merge_plan& plan, const method_s
       ties_options o = ties_options::preset(r.preset);
       o.densities = densities;
       common(o);
-      ties(base, models, weights, out, o);
+      if (st.ties_plan.active)
+        merge_whole_model_ties(st.ties_plan, static_cast<std::size_t>(&t - plan.tensors.data()), o, base, models,
+                               weights, out);
+      else
+        ties(base, models, weights, out, o);
       return;
     }
     case merge_method_id::magnitude_prune: {

@@ -8,8 +8,9 @@
 //
 // Checks before any output or arithmetic (merge_engine's constructor):
 //   - the method's options (io/engine_methods.hpp, which holds the per-method code): presets
-//     whose semantics need the whole model at once (ties, dare_ties and breadcrumbs_ties under
-//     preset paper: whole-model trimming or a model-wide zero-vote rule) and options a method
+//     whose semantics need the whole model at once (dare_ties and breadcrumbs_ties under
+//     preset paper: a model-wide zero-vote rule; ties under paper has a planning pass,
+//     io/engine_whole_model.hpp) and options a method
 //     lacks (ties with rescale: true) are recipe_error; regmean needs
 //     <alloy/io/engine_regmean.hpp> in the program (LAPACK);
 //   - every input opens as a checkpoint (io::open_checkpoint: files, indexes, shards, headers);
@@ -151,6 +152,11 @@ class merge_engine {
     check_method();
     open_inputs();
     plan_tensors();
+    // ties with preset paper: the whole-model selection and vote (io/engine_whole_model.hpp).
+    detail::plan_whole_model_ties(r_, plan_, method_.ties_plan, o_.exec,
+                                  [this](const planned_tensor& t, std::size_t first, std::size_t count) {
+                                    release_consumed(t, first, count);
+                                  });
   }
 
   const recipe& source_recipe() const noexcept { return r_; }
@@ -441,6 +447,19 @@ class merge_engine {
       p = dst;
     }
     return {p, count, s.type()};
+  }
+
+  // After a sequential read of [first, first + count) of t's inputs, in ranges smaller than
+  // a page: releases from the page holding `first` (whose earlier part the previous range
+  // read) to the last whole page, so every page is released once the read has passed it.
+  void release_consumed(const planned_tensor& t, std::size_t first, std::size_t count) const {
+    static const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+    for (const auto* s : t.sources) {
+      const std::size_t es = dtype_size(s->type());
+      const auto* begin = s->data().data() + first * es;
+      const auto* lo = reinterpret_cast<const std::byte*>(reinterpret_cast<std::uintptr_t>(begin) / page * page);
+      s->file->mapping().release({lo, static_cast<std::size_t>(begin - lo) + count * es});
+    }
   }
 
   void release_inputs(const planned_tensor& t, std::size_t first, std::size_t count) const {

@@ -385,7 +385,7 @@ inline std::vector<topk_rule> tensor_cuts(const sparse_job& job, std::span<const
     if (sampled[i])
       rules[i] = *sampled[i];
     else
-      rules[i] = topk_select(sizes, ks[i], task_vector_producer{std::span(&job, 1), i, storage_precision}, ex).rule(0);
+      rules[i] = topk_select(sizes, ks[i], task_vector_producer{std::span(&job, 1), i, storage_precision, nullptr}, ex).rule(0);
   }
   return rules;
 }

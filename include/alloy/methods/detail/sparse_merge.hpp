@@ -36,6 +36,7 @@
 #include <alloy/methods/detail/topk.hpp>
 
 #include <algorithm>
+#include <functional>
 #include <bit>
 #include <cmath>
 #include <cstddef>
@@ -497,10 +498,15 @@ void run_sparse_merge(std::span<const sparse_job> jobs, bool storage_precision, 
 // The producer for topk_select over model i's task vectors, one segment per job (one job
 // for a per-tensor top-k, all of a model's tensors for a global one). It writes tau as a
 // float, computed exactly as the merge computes it, so the kept set is the same.
+// Told each range of a job's inputs a selection has finished reading (the streaming engine
+// releases those pages of its memory maps, so a whole-model selection stays bounded).
+using read_hook = std::function<void(std::size_t job, std::size_t begin, std::size_t len)>;
+
 struct task_vector_producer {
   std::span<const sparse_job> jobs;
   std::size_t model;
   bool storage_precision;
+  const read_hook* after_read = nullptr;
 
   void operator()(std::size_t segment, std::size_t begin, std::size_t len, float* out) const {
     const sparse_job* job = &jobs[segment];
@@ -518,6 +524,7 @@ struct task_vector_producer {
       run(double{});
     else
       run(float{});
+    if (after_read) (*after_read)(segment, begin, len);
   }
 };
 

@@ -54,10 +54,11 @@ inline void check_densities(std::string_view method, std::span<const double> den
   }
 }
 
-// Sets jobs[*].masks[i] to model i's top-k trim at densities[i].
+// Sets jobs[*].masks[i] to model i's top-k trim at densities[i]. after_read (whole-model
+// scope): see read_hook.
 inline void build_trim_masks(std::string_view method, std::span<sparse_job> jobs, std::span<const double> densities,
                              trim_scope scope, trim_rule rule, empty_trim on_empty, bool storage_precision,
-                             const execution& ex) {
+                             const execution& ex, const read_hook* after_read = nullptr) {
   const std::size_t n_models = densities.size();
   for (auto& j : jobs) j.masks.assign(n_models, tv_mask{});
   // The entries model i keeps of a group of n entries (0: nothing), or nullopt for all.
@@ -92,7 +93,7 @@ inline void build_trim_masks(std::string_view method, std::span<sparse_job> jobs
     for (std::size_t i = 0; i < n_models; ++i) {
       const auto k = count(i, n, "the model");
       if (!k) continue;
-      const topk_cut cut = *k == 0 ? topk_cut{} : topk_select(sizes, *k, task_vector_producer{jobs, i, storage_precision}, ex);
+      const topk_cut cut = *k == 0 ? topk_cut{} : topk_select(sizes, *k, task_vector_producer{jobs, i, storage_precision, after_read}, ex);
       for (std::size_t s = 0; s < jobs.size(); ++s) set(jobs[s].masks[i], *k, cut.rule(s));
     }
     return;
