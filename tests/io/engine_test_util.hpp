@@ -123,6 +123,14 @@ inline void check_merged(const fs::path& folder, const tensor_set& reference, st
   }
 }
 
+// The merged checkpoint's bytes of every tensor, in its order.
+inline std::vector<std::string> merged_bytes(const fs::path& folder) {
+  const auto c = alloy::io::open_checkpoint(folder);
+  std::vector<std::string> out;
+  for (const auto& t : c.tensors()) out.push_back(bytes_of(t.data().data(), t.bytes()));
+  return out;
+}
+
 inline std::vector<tensor_view> views(const std::vector<tensor_set>& models, const std::string& name, std::size_t from) {
   std::vector<tensor_view> v;
   for (std::size_t m = from; m < models.size(); ++m) v.push_back(models[m].at(name).view());

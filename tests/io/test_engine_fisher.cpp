@@ -64,13 +64,6 @@ struct fisher_fixture : fixture {
   }
 };
 
-std::vector<std::string> merged_bytes(const fs::path& folder) {
-  const auto c = alloy::io::open_checkpoint(folder);
-  std::vector<std::string> out;
-  for (const auto& t : c.tensors()) out.push_back(bytes_of(t.data().data(), t.bytes()));
-  return out;
-}
-
 }  // namespace
 
 TEST_CASE("fisher equals fisher_merge on the same data, bf16, f16 and f32 tensors", "[io][engine][fisher]") {

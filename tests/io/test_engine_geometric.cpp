@@ -23,14 +23,6 @@ std::vector<tensor_view> pick(const std::vector<tensor_set>& m, const std::strin
   return v;
 }
 
-// The merged checkpoint's bytes of every tensor.
-std::vector<std::string> merged_bytes(const fs::path& folder) {
-  const auto c = alloy::io::open_checkpoint(folder);
-  std::vector<std::string> out;
-  for (const auto& t : c.tensors()) out.push_back(bytes_of(t.data().data(), t.bytes()));
-  return out;
-}
-
 }  // namespace
 
 TEST_CASE("nuslerp without a base interpolates the two models as mergekit's nuslerp", "[io][engine][nuslerp]") {
