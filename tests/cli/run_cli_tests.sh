@@ -62,6 +62,14 @@ contains() {  # contains TEXT PART DESCRIPTION
   [[ $1 == *"$2"* ]] || fail "$3: '$2' not found in: $1"
 }
 
+# Merges RECIPE into out_LABEL1 with 1 thread and out_LABEL2 with 2: the bytes must not differ.
+same_for_threads() {  # same_for_threads RECIPE LABEL
+  run 0 merge "$1" "out_${2}1" --no-progress --threads 1
+  run 0 merge "$1" "out_${2}2" --no-progress --threads 2
+  checks=$((checks + 1))
+  cmp -s "out_${2}1/model.safetensors" "out_${2}2/model.safetensors" || fail "$2: 1 and 2 threads give different bytes"
+}
+
 matches() {  # matches TEXT EXTENDED_REGEX DESCRIPTION
   checks=$((checks + 1))
   grep -Eq -- "$2" <<<"$1" || fail "$3: /$2/ does not match: $1"
@@ -227,10 +235,21 @@ run 0 inspect out_ties/model.safetensors.index.json
 run 0 inspect base/model.safetensors
 
 # Threads do not change the bytes.
-run 0 merge ties.yaml out_ties1 --no-progress --threads 1
-run 0 merge ties.yaml out_ties2 --no-progress --threads 2
-checks=$((checks + 1))
-cmp -s out_ties1/model.safetensors out_ties2/model.safetensors || fail "1 and 2 threads give different bytes"
+same_for_threads ties.yaml ties
+
+# dare_ties under preset paper: the model-wide zero vote in a planning pass.
+cat >dare_paper.yaml <<'EOF'
+merge_method: dare_ties
+base_model: base
+models:
+  - model: a
+    parameters: {weight: 1.0, density: 0.5}
+  - model: b_sharded
+    parameters: {weight: 0.5, density: [{filter: mlp, value: 0.3}, {value: 0.7}]}
+parameters: {consensus_method: count}
+alloy: {preset: paper, seed: 3}
+EOF
+same_for_threads dare_paper.yaml dare_paper
 
 # --- model_stock and fisher (Fisher files: one per model, with the models' tensor names)
 cat >stock.yaml <<'EOF'
@@ -242,10 +261,7 @@ models:
   - model: b_sharded
 parameters: {filter_wise: [{filter: mlp, value: true}, {value: false}]}
 EOF
-run 0 merge stock.yaml out_stock1 --no-progress --threads 1
-run 0 merge stock.yaml out_stock2 --no-progress --threads 2
-checks=$((checks + 1))
-cmp -s out_stock1/model.safetensors out_stock2/model.safetensors || fail "model_stock: 1 and 2 threads differ"
+same_for_threads stock.yaml stock
 run 0 inspect out_stock1
 contains "$out" "model.layers.2.mlp.up_proj.weight" "inspect lists the model_stock output"
 

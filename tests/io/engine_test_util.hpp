@@ -53,6 +53,17 @@ inline std::vector<spec> llama_like() {
           {"step", dtype::i64, {1}}};
 }
 
+// Floating tensors only, of three dtypes (for comparisons with the library's model-level
+// functions, which merge every tensor).
+inline std::vector<spec> float_model() {
+  return {{"model.embed_tokens.weight", dtype::f32, {16, 8}},
+          {"model.layers.0.mlp.up_proj.weight", dtype::bf16, {8, 24}},
+          {"model.layers.0.input_layernorm.weight", dtype::f32, {8}},
+          {"model.layers.1.mlp.up_proj.weight", dtype::bf16, {8, 24}},
+          {"model.norm.weight", dtype::f16, {8}},
+          {"lm_head.weight", dtype::f32, {16, 8}}};
+}
+
 inline tensor_set make_model(const std::vector<spec>& specs, int m) {
   tensor_set s;
   for (const auto& t : specs) {

@@ -14,16 +14,6 @@ using namespace engine_test;
 
 namespace {
 
-// Floating tensors only (the model-level function merges every tensor), of three dtypes.
-std::vector<spec> float_model() {
-  return {{"model.embed_tokens.weight", dtype::f32, {16, 8}},
-          {"model.layers.0.mlp.up_proj.weight", dtype::bf16, {8, 24}},
-          {"model.layers.0.input_layernorm.weight", dtype::f32, {8}},
-          {"model.layers.1.mlp.up_proj.weight", dtype::bf16, {8, 24}},
-          {"model.norm.weight", dtype::f16, {8}},
-          {"lm_head.weight", dtype::f32, {16, 8}}};
-}
-
 const char* recipe_text =
     "merge_method: ties\nbase_model: m0\nalloy: {preset: paper}\nmodels:\n"
     "  - model: m1\n    parameters: {weight: 0.5, density: 0.3}\n"

@@ -352,8 +352,8 @@ TEST_CASE("recipe problems found by the engine are recipe errors before any outp
   refuse("merge_method: model_stock\nalloy: {preset: peft}\nbase_model: m0\nmodels:\n  - model: m1\n  - model: m0\n"
          "  - model: m1\n",
          "alloy.preset peft: model_stock: peft has no Model Stock merge");
-  refuse("merge_method: dare_ties\nalloy: {preset: paper}\nparameters: {weight: 1, density: 0.5}\n" + pair,
-         "with preset paper breaks zero votes by the model-wide majority sign");
+  refuse("merge_method: breadcrumbs_ties\nalloy: {preset: peft}\nparameters: {weight: 1, density: 0.5}\n" + pair,
+         "alloy.preset peft");
   refuse("merge_method: della\nalloy: {preset: peft}\nparameters: {weight: 1, density: 0.5}\n" + pair,
          "alloy.preset peft");
   refuse("merge_method: ties\nparameters: {weight: 1, density: 0.5, rescale: true}\n" + pair, "has no rescale");

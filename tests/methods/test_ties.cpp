@@ -145,6 +145,24 @@ TEST_CASE("ties: an exact cancellation (zero vote) elects +", "[methods][ties]")
   CHECK(out[0] == 2.f);
 }
 
+TEST_CASE("ties: the zero-vote rules", "[methods][ties]") {
+  // t = {+2, -2}: the vote is 0. positive elects +: 2 / 1 = 2; negative elects -: -2 / 1 = -2.
+  // model_majority takes the sign most entries of the whole input voted for: with a second
+  // entry t = {-1, -3} (vote -4 < 0) the balance is 0 + (-1) < 0, so - again.
+  std::vector<float> base{0, 0}, a{2, -1}, b{-2, -3}, out(2);
+  ties(base, {a, b}, {1, 1}, out, {.zero = zero_vote::positive});
+  CHECK(out[0] == 2.f);
+  ties(base, {a, b}, {1, 1}, out, {.zero = zero_vote::negative});
+  CHECK(out[0] == -2.f);
+  CHECK(out[1] == -2.f);  // (-1 - 3) / 2: every agreeing weight counts
+  ties(base, {a, b}, {1, 1}, out, {.zero = zero_vote::model_majority});
+  CHECK(out[0] == -2.f);
+  // Flipping the second entry's signs makes the balance +1: + is elected at the zero vote.
+  std::vector<float> a2{2, 1}, b2{-2, 3};
+  ties(base, {a2, b2}, {1, 1}, out, {.zero = zero_vote::model_majority});
+  CHECK(out[0] == 2.f);
+}
+
 TEST_CASE("ties: zero entries never agree, and count no weight", "[methods][ties]") {
   // t = {0, +1, 0} with weights {5, 1, 7}: + elected; only model 1 agrees: 1 * 1 / 1 = 1
   std::vector<float> base{0}, a{0}, b{1}, c{0}, out(1);

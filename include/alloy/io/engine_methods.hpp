@@ -91,7 +91,7 @@ inline bool elementwise_method(merge_method_id m) noexcept {
          m == merge_method_id::passthrough || m == merge_method_id::fisher;
 }
 
-// How many times a method reads its inputs (for time estimates).
+// How many times a method reads its inputs (for time estimates), without planning passes.
 inline double read_passes(merge_method_id m) noexcept {
   switch (m) {
     case merge_method_id::ties:
@@ -119,32 +119,21 @@ struct method_state {
   fisher_options fisher;
   std::vector<double> fisher_norms;  // with fisher's normalize: over every merged tensor
   whole_model_ties ties_plan;        // ties with preset paper (io/engine_whole_model.hpp)
+  // dare_ties and breadcrumbs_ties with the model-majority zero vote (preset paper): the
+  // sign the whole model voted for, resolved by plan_model_vote.
+  std::optional<zero_vote> model_zero;
 };
 
 inline std::string recipe_where(const recipe& r) { return r.label() + ": "; }
 
 // Presets and options the streaming engine cannot honour; throws recipe_error.
 inline void check_method_options(const recipe& r) {
-  const auto& info = r.info();
   const auto preset = r.preset;
-  auto needs_whole_model = [&](const char* why) {
-    throw recipe_error(recipe_where(r) + "merge method " + std::string(info.name) + " with preset " +
-                       std::string(preset_name(preset)) + " " + why +
-                       "; alloy's streaming merge works tensor by tensor and does not support it yet (use preset "
-                       "mergekit or peft, or the library's model-level function)");
-  };
   try {
     switch (r.method) {
       case merge_method_id::ties: (void)ties_options::preset(preset); break;  // paper: engine_whole_model.hpp
-      case merge_method_id::dare_ties:
-        if (dare_options::preset(preset).zero == zero_vote::model_majority)
-          needs_whole_model("breaks zero votes by the model-wide majority sign");
-        break;
-      case merge_method_id::breadcrumbs_ties:
-        if (breadcrumbs_options::preset(preset).zero == zero_vote::model_majority)
-          needs_whole_model("breaks zero votes by the model-wide majority sign");
-        break;
-      case merge_method_id::breadcrumbs: (void)breadcrumbs_options::preset(preset); break;
+      case merge_method_id::breadcrumbs:
+      case merge_method_id::breadcrumbs_ties: (void)breadcrumbs_options::preset(preset); break;
       case merge_method_id::della:
       case merge_method_id::della_linear: (void)della_options::preset(preset); break;
       case merge_method_id::model_stock: (void)model_stock_options::preset(preset); break;
@@ -180,10 +169,66 @@ inline void check_method_options(const recipe& r) {
 
 // ---- options from a tensor's parameters -------------------------------------------------------
 
+// One per-model parameter of a tensor, `fallback` where unset.
+inline std::vector<double> model_values(const tensor_parameters& p, std::optional<double> tensor_parameters::model::*field,
+                                        double fallback) {
+  std::vector<double> v;
+  for (const auto& m : p.models) v.push_back((m.*field).value_or(fallback));
+  return v;
+}
+
 inline std::vector<double> model_weights(const tensor_parameters& p, double fallback) {
-  std::vector<double> w;
-  for (const auto& m : p.models) w.push_back(m.weight.value_or(fallback));
-  return w;
+  return model_values(p, &tensor_parameters::model::weight, fallback);
+}
+
+// The settings every task-vector method takes from a tensor's parameters in the same way:
+// lambda, the output kind, linear's normalize, and the vote (consensus_method; normalize
+// unset keeps the preset's denominator, true turns a missing one into the sum of agreeing
+// weights, false removes it).
+template <class O>
+void apply_common(const recipe& r, const planned_tensor& t, O& o, const execution& ex) {
+  const tensor_parameters& p = t.parameters;
+  o.lambda = p.lambda.value_or(1.0);
+  o.output = r.output;
+  o.exec = ex;
+  if constexpr (requires { o.normalize; }) o.normalize = p.normalize.value_or(r.info().normalize_default);
+  if constexpr (requires { o.consensus_method; }) {
+    o.consensus_method = p.consensus_method && *p.consensus_method == "count" ? consensus::count : consensus::sum;
+    if (p.normalize)
+      o.denominator = !*p.normalize                            ? ties_denominator::none
+                      : o.denominator == ties_denominator::none ? ties_denominator::weight_sum
+                                                                : o.denominator;
+  }
+}
+
+inline dare_options dare_options_of(const recipe& r, const planned_tensor& t, const execution& ex) {
+  const tensor_parameters& p = t.parameters;
+  dare_options o = dare_options::preset(r.preset);
+  o.densities = model_values(p, &tensor_parameters::model::density, 1.0);
+  o.seed = r.seed;
+  o.tensor_name = t.name;
+  if (p.rescale && !*p.rescale)
+    o.rescale = dare_rescale::none;
+  else if (p.rescale && o.rescale == dare_rescale::none)
+    o.rescale = dare_rescale::l1;
+  apply_common(r, t, o, ex);
+  return o;
+}
+
+inline breadcrumbs_options breadcrumbs_options_of(const recipe& r, const planned_tensor& t, const execution& ex) {
+  const tensor_parameters& p = t.parameters;
+  breadcrumbs_options o = breadcrumbs_options::preset(r.preset);
+  o.densities = model_values(p, &tensor_parameters::model::density, 1.0);
+  o.gammas = model_values(p, &tensor_parameters::model::gamma, 0.01);
+  if (p.rescale) o.rescale = *p.rescale ? rescale_kind::l1 : rescale_kind::none;
+  if (o.scope == breadcrumbs_scope::per_row) {
+    if (t.shape.empty())
+      o.densities.assign(p.models.size(), 1.0);  // the paper keeps 0-d tensors whole
+    else
+      o.row_length = t.shape.back();
+  }
+  apply_common(r, t, o, ex);
+  return o;
 }
 
 inline nuslerp_options nuslerp_options_of(const planned_tensor& t, const execution& ex) {
@@ -446,6 +491,53 @@ inline std::uint64_t attach_method_files(const recipe& r, merge_plan& plan, meth
   return scratch;
 }
 
+// ---- the model-wide zero vote of dare_ties and breadcrumbs_ties -------------------------------
+
+// Under preset paper, dare_ties and breadcrumbs_ties break a zero vote by the sign most
+// elements of the whole model voted for. A planning pass (in the engine's constructor) adds up
+// each merged tensor's vote balance (the library's dare_vote_balance / breadcrumbs_vote_balance:
+// its masks, then sum of sign(vote); an integer sum, so the tensors' order does not change
+// it), releasing each tensor's maps after it; every tensor is then merged with zero_vote
+// positive or negative, which is what the library's model-level call computes. Unlike ties'
+// whole-model top-k, the masks are per tensor, so gradients and filters are allowed. Memory:
+// one tensor's masks at a time (and a copy of an input not aligned in its file).
+inline bool needs_model_vote(const recipe& r) {
+  if (r.method == merge_method_id::dare_ties) return dare_options::preset(r.preset).zero == zero_vote::model_majority;
+  if (r.method == merge_method_id::breadcrumbs_ties)
+    return breadcrumbs_options::preset(r.preset).zero == zero_vote::model_majority;
+  return false;
+}
+
+template <class Release>
+void plan_model_vote(const recipe& r, const merge_plan& plan, method_state& st, const execution& ex,
+                     const Release& release) {
+  if (!needs_model_vote(r)) return;
+  std::int64_t balance = 0;
+  for (const auto& t : plan.tensors) {
+    if (t.action != tensor_action::merge) continue;
+    std::vector<std::vector<double>> copies(t.sources.size());
+    alloy::detail::sparse_job job;
+    job.name = t.name;
+    job.base = whole_view(*t.sources[0], copies[0]);
+    for (std::size_t i = 1; i < t.sources.size(); ++i) job.models.push_back(whole_view(*t.sources[i], copies[i]));
+    job.out = {nullptr, t.elements, t.out_type};  // its size and type only: nothing is written
+    const auto weights = model_weights(t.parameters, 1.0);
+    try {
+      if (r.method == merge_method_id::dare_ties) {
+        balance += alloy::detail::dare_vote_balance(std::span(&job, 1), weights, dare_options_of(r, t, ex));
+      } else {
+        const breadcrumbs_options o = breadcrumbs_options_of(r, t, ex);
+        const std::size_t rows[] = {o.row_length == 0 ? std::max<std::size_t>(t.elements, 1) : o.row_length};
+        balance += alloy::detail::breadcrumbs_vote_balance(std::span(&job, 1), rows, weights, o);
+      }
+    } catch (const error& e) {
+      throw recipe_error(recipe_where(r) + "tensor '" + t.name + "': " + e.what());
+    }
+    release(t);
+  }
+  st.model_zero = balance > 0 ? zero_vote::positive : zero_vote::negative;
+}
+
 // ---- one tensor -------------------------------------------------------------------------------
 
 // Merges `in` (the plan's sources of t over one range: the whole tensor, or a chunk for
@@ -454,39 +546,13 @@ inline void merge_tensor(const recipe& r, const merge_plan& plan, const method_s
                          const std::vector<tensor_view>& in, mutable_tensor_view out, const execution& ex) {
   const tensor_parameters& p = t.parameters;
   const std::size_t n = p.models.size();
-  std::vector<double> weights(n), densities(n), gammas(n), epsilons(n);
-  for (std::size_t i = 0; i < n; ++i) {
-    weights[i] = p.models[i].weight.value_or(1.0);
-    densities[i] = p.models[i].density.value_or(1.0);
-    gammas[i] = p.models[i].gamma.value_or(0.01);
-    epsilons[i] = p.models[i].epsilon.value_or(0.15);
-  }
-  const auto& info = r.info();
-  const double lambda = p.lambda.value_or(1.0);
-  const bool linear_normalize = p.normalize.value_or(info.normalize_default);
-  const consensus vote = p.consensus_method && *p.consensus_method == "count" ? consensus::count : consensus::sum;
-  // TIES-style denominators: unset keeps the preset's (mergekit's defaults), true turns a
-  // missing one into the sum of agreeing weights, false removes it.
-  auto denominator = [&](ties_denominator preset_choice) {
-    if (!p.normalize) return preset_choice;
-    if (!*p.normalize) return ties_denominator::none;
-    return preset_choice == ties_denominator::none ? ties_denominator::weight_sum : preset_choice;
-  };
-  // The settings every task-vector method takes from the recipe in the same way.
-  auto common = [&](auto& o) {
-    o.lambda = lambda;
-    o.output = r.output;
-    o.exec = ex;
-    if constexpr (requires { o.normalize; }) o.normalize = linear_normalize;
-    if constexpr (requires { o.consensus_method; }) {
-      o.consensus_method = vote;
-      o.denominator = denominator(o.denominator);
-    }
-  };
+  using model = tensor_parameters::model;
+  const std::vector<double> weights = model_weights(p, 1.0), densities = model_values(p, &model::density, 1.0);
+  const bool linear_normalize = p.normalize.value_or(r.info().normalize_default);
+  auto common = [&](auto& o) { apply_common(r, t, o, ex); };
   const tensor_view base = in.empty() ? tensor_view{} : in[0];
   const std::span<const tensor_view> all(in);
   const std::span<const tensor_view> models = plan.has_base ? all.subspan(1, n) : all.first(n);
-  using rk = rescale_kind;
   switch (r.method) {
     case merge_method_id::linear:
       weighted_average(models, weights, out, weighted_average_options{linear_normalize, {}, ex});
@@ -515,22 +581,15 @@ inline void merge_tensor(const recipe& r, const merge_plan& plan, const method_s
     case merge_method_id::magnitude_prune: {
       magnitude_prune_options o = magnitude_prune_options::preset(r.preset);
       o.densities = densities;
-      o.rescale = p.rescale.value_or(false) ? rk::l1 : rk::none;
+      o.rescale = p.rescale.value_or(false) ? rescale_kind::l1 : rescale_kind::none;
       common(o);
       magnitude_prune(base, models, weights, out, o);
       return;
     }
     case merge_method_id::dare_linear:
     case merge_method_id::dare_ties: {
-      dare_options o = dare_options::preset(r.preset);
-      o.densities = densities;
-      o.seed = r.seed;
-      o.tensor_name = t.name;
-      if (p.rescale && !*p.rescale)
-        o.rescale = dare_rescale::none;
-      else if (p.rescale && o.rescale == dare_rescale::none)
-        o.rescale = dare_rescale::l1;
-      common(o);
+      dare_options o = dare_options_of(r, t, ex);
+      if (st.model_zero) o.zero = *st.model_zero;
       if (r.method == merge_method_id::dare_ties)
         dare_ties(base, models, weights, out, o);
       else
@@ -539,17 +598,8 @@ inline void merge_tensor(const recipe& r, const merge_plan& plan, const method_s
     }
     case merge_method_id::breadcrumbs:
     case merge_method_id::breadcrumbs_ties: {
-      breadcrumbs_options o = breadcrumbs_options::preset(r.preset);
-      o.densities = densities;
-      o.gammas = gammas;
-      if (p.rescale) o.rescale = *p.rescale ? rk::l1 : rk::none;
-      if (o.scope == breadcrumbs_scope::per_row) {
-        if (t.shape.empty())
-          o.densities.assign(n, 1.0);  // the paper keeps 0-d tensors whole
-        else
-          o.row_length = t.shape.back();
-      }
-      common(o);
+      breadcrumbs_options o = breadcrumbs_options_of(r, t, ex);
+      if (st.model_zero) o.zero = *st.model_zero;
       if (r.method == merge_method_id::breadcrumbs_ties)
         breadcrumbs_ties(base, models, weights, out, o);
       else
@@ -560,7 +610,7 @@ inline void merge_tensor(const recipe& r, const merge_plan& plan, const method_s
     case merge_method_id::della_linear: {
       della_options o = della_options::preset(r.preset);
       o.densities = densities;
-      o.epsilons = epsilons;
+      o.epsilons = model_values(p, &model::epsilon, 0.15);
       o.seed = r.seed;
       o.tensor_name = t.name;
       o.shape = t.shape.empty() ? std::vector<std::size_t>{t.elements} : t.shape;

@@ -7,12 +7,12 @@
 //   alloy::io::merge_to_folder(r, "out/");            // or: the whole job, published atomically
 //
 // Checks before any output or arithmetic (merge_engine's constructor):
-//   - the method's options (io/engine_methods.hpp, which holds the per-method code): presets
-//     whose semantics need the whole model at once (dare_ties and breadcrumbs_ties under
-//     preset paper: a model-wide zero-vote rule; ties under paper has a planning pass,
-//     io/engine_whole_model.hpp) and options a method
-//     lacks (ties with rescale: true) are recipe_error; regmean needs
-//     <alloy/io/engine_regmean.hpp> in the program (LAPACK);
+//   - the method's options (io/engine_methods.hpp, which holds the per-method code): options
+//     a method lacks (ties with rescale: true) are recipe_error; regmean needs
+//     <alloy/io/engine_regmean.hpp> in the program (LAPACK). Presets whose semantics need the
+//     whole model at once get a planning pass after the checks below: ties under paper
+//     (whole-model top-k and vote, io/engine_whole_model.hpp), dare_ties and breadcrumbs_ties
+//     under paper (the model-wide zero vote, engine_methods.hpp's plan_model_vote);
 //   - every input opens as a checkpoint (io::open_checkpoint: files, indexes, shards, headers);
 //   - every input holds the same tensor names (errc::missing_tensor naming the tensor and
 //     both inputs) with the same shapes (errc::shape_mismatch); a tensor is merged when it is
@@ -157,6 +157,8 @@ class merge_engine {
                                   [this](const planned_tensor& t, std::size_t first, std::size_t count) {
                                     release_consumed(t, first, count);
                                   });
+    // dare_ties and breadcrumbs_ties with preset paper: the model-wide zero vote.
+    detail::plan_model_vote(r_, plan_, method_, o_.exec, [this](const planned_tensor& t) { release_inputs(t, 0, t.elements); });
   }
 
   const recipe& source_recipe() const noexcept { return r_; }
@@ -390,7 +392,10 @@ class merge_engine {
       for (const auto& t : plan_.tensors)
         if (t.action == tensor_action::merge) whole_peak = std::max(whole_peak, t.input_bytes + t.output_bytes);
     plan_.memory_estimate = std::max(chunk_peak, whole_peak + method_scratch);
-    plan_.read_passes = detail::read_passes(r_.method);
+    // Planning passes: ties' whole-model selection (up to 3 reads) and vote; the model-wide
+    // vote of dare_ties and breadcrumbs_ties reads what one tensor's masks and vote read.
+    plan_.read_passes = detail::read_passes(r_.method) * (detail::needs_model_vote(r_) ? 2 : 1) +
+                        (detail::needs_whole_model_ties(r_) ? 4 : 0);
   }
 
   std::string dtype_list(const std::string& name) const {

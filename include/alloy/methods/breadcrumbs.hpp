@@ -227,17 +227,69 @@ inline std::vector<sparse_job> row_jobs(const sparse_job& job, std::size_t row) 
   return rows;
 }
 
+// The checked densities and gammas, one per model.
+struct breadcrumbs_parameters {
+  std::vector<double> densities, gammas;
+};
+inline breadcrumbs_parameters check_breadcrumbs(const char* method, std::size_t n, const std::vector<double>& weights,
+                                                const breadcrumbs_options& o) {
+  check_weights(method, weights, n);
+  check_finite(method, "lambda", o.lambda);
+  breadcrumbs_parameters p{per_model(method, "density", o.density, o.densities, n), {}};
+  check_densities(method, p.densities, n);
+  p.gammas = per_model(method, "gamma", o.gamma, o.gammas, n);
+  check_gammas(method, p.gammas, p.densities);
+  return p;
+}
+
+// Sets a group of jobs' masks and rescales their norms.
+inline void prepare_breadcrumbs(std::span<sparse_job> group, const std::vector<char>& whole,
+                                const breadcrumbs_parameters& p, const breadcrumbs_options& o) {
+  build_breadcrumbs_masks(group, whole, p.densities, p.gammas, o.storage_precision, o.exec);
+  match_norms(group, o.rescale, o.storage_precision, o.exec);
+}
+
+// Per row: fn(group) for one tensor's rows at a time, prepared, so the bookkeeping stays
+// bounded by the largest tensor's row count. rows[j]: job j's row length; 0 for a 0-d
+// tensor, one job kept whole.
+template <class Fn>
+void for_each_breadcrumbs_tensor(std::span<const sparse_job> jobs, std::span<const std::size_t> rows,
+                                 const breadcrumbs_parameters& p, const breadcrumbs_options& o, const Fn& fn) {
+  for (std::size_t j = 0; j < jobs.size(); ++j) {
+    if (rows[j] == 0) {
+      std::vector<sparse_job> one{jobs[j]};
+      prepare_breadcrumbs(one, std::vector<char>{1}, p, o);
+      fn(std::span<const sparse_job>(one));
+      continue;
+    }
+    std::vector<sparse_job> r = row_jobs(jobs[j], rows[j]);
+    prepare_breadcrumbs(r, {}, p, o);
+    fn(std::span<const sparse_job>(r));
+  }
+}
+
+// These jobs' share of breadcrumbs_ties' model-wide vote (as dare_vote_balance in dare.hpp):
+// sum over their entries of sign(vote) on the masked task vectors. rows as breadcrumbs_jobs.
+inline std::int64_t breadcrumbs_vote_balance(std::span<sparse_job> jobs, std::span<const std::size_t> rows,
+                                             const std::vector<double>& weights, const breadcrumbs_options& o) {
+  const char* method = "breadcrumbs_ties";
+  const auto p = check_breadcrumbs(method, jobs.empty() ? weights.size() : jobs[0].models.size(), weights, o);
+  const linear_weights lw(weights);
+  const ties_options t = vote_options_of(o);
+  if (o.scope == breadcrumbs_scope::per_tensor) {
+    prepare_breadcrumbs(jobs, {}, p, o);
+    return vote_balance(jobs, lw, t);
+  }
+  std::int64_t balance = 0;
+  for_each_breadcrumbs_tensor(jobs, rows, p, o,
+                              [&](std::span<const sparse_job> group) { balance += vote_balance(group, lw, t); });
+  return balance;
+}
+
 // rows[j] (per_row only): job j's row length; 0 for a 0-d tensor (kept whole).
 inline void breadcrumbs_jobs(const char* method, std::span<sparse_job> jobs, std::span<const std::size_t> rows,
                              const std::vector<double>& weights, const breadcrumbs_options& o, bool ties_vote) {
-  const std::size_t n = jobs.empty() ? weights.size() : jobs[0].models.size();
-  check_weights(method, weights, n);
-  check_finite(method, "lambda", o.lambda);
-  const auto densities = per_model(method, "density", o.density, o.densities, n);
-  check_densities(method, densities, n);
-  const auto gammas = per_model(method, "gamma", o.gamma, o.gammas, n);
-  check_gammas(method, gammas, densities);
-
+  const auto p = check_breadcrumbs(method, jobs.empty() ? weights.size() : jobs[0].models.size(), weights, o);
   linear_weights lw(weights);
   if (!ties_vote) {
     // mergekit's guard against dividing by a (near) zero sum of weights.
@@ -245,10 +297,6 @@ inline void breadcrumbs_jobs(const char* method, std::span<sparse_job> jobs, std
     if (std::abs(lw.divisor_d) < 1e-8) lw.divisor_d = 1;
   }
   const ties_options t = vote_options_of(o);
-  auto prepare = [&](std::span<sparse_job> group, const std::vector<char>& whole) {
-    build_breadcrumbs_masks(group, whole, densities, gammas, o.storage_precision, o.exec);
-    match_norms(group, o.rescale, o.storage_precision, o.exec);
-  };
   auto merge = [&](std::span<const sparse_job> group, bool majority) {
     if (ties_vote)
       run_sparse_merge(group, o.storage_precision, o.exec, [&](std::size_t, auto tag) {
@@ -259,35 +307,14 @@ inline void breadcrumbs_jobs(const char* method, std::span<sparse_job> jobs, std
                        [&](std::size_t, auto tag) { return linear_kernel<decltype(tag)>(lw, o); });
   };
   const bool need_majority = ties_vote && o.zero == zero_vote::model_majority;
-
   if (o.scope == breadcrumbs_scope::per_tensor) {
-    prepare(jobs, {});
+    prepare_breadcrumbs(jobs, {}, p, o);
     merge(jobs, need_majority && vote_balance(jobs, lw, t) > 0);
     return;
   }
-  // Per row: one tensor at a time (its rows as jobs), so the bookkeeping stays bounded by
-  // the largest tensor's row count. A 0-d tensor is one job kept whole.
-  auto for_each_tensor = [&](auto&& fn) {
-    for (std::size_t j = 0; j < jobs.size(); ++j) {
-      if (rows[j] == 0) {
-        std::vector<sparse_job> one{jobs[j]};
-        const std::vector<char> whole{1};
-        prepare(one, whole);
-        fn(std::span<const sparse_job>(one));
-        continue;
-      }
-      std::vector<sparse_job> r = row_jobs(jobs[j], rows[j]);
-      prepare(r, {});
-      fn(std::span<const sparse_job>(r));
-    }
-  };
-  bool majority = false;
-  if (need_majority) {
-    std::int64_t balance = 0;
-    for_each_tensor([&](std::span<const sparse_job> group) { balance += vote_balance(group, lw, t); });
-    majority = balance > 0;
-  }
-  for_each_tensor([&](std::span<const sparse_job> group) { merge(group, majority); });
+  // Per row the groups are prepared twice with the majority vote: once for the balance.
+  const bool majority = need_majority && breadcrumbs_vote_balance(jobs, rows, weights, o) > 0;
+  for_each_breadcrumbs_tensor(jobs, rows, p, o, [&](std::span<const sparse_job> group) { merge(group, majority); });
 }
 
 // The niebloid behind breadcrumbs and breadcrumbs_ties.

@@ -152,14 +152,30 @@ inline void build_dare_masks(std::span<sparse_job> jobs, std::span<const double>
 
 
 
-inline void dare_jobs(const char* method, std::span<sparse_job> jobs, const std::vector<double>& weights,
-                      const dare_options& o, bool ties_vote) {
+// Checks the parameters and sets every job's masks (and rescale factors).
+inline void dare_prepare(const char* method, std::span<sparse_job> jobs, const std::vector<double>& weights,
+                         const dare_options& o) {
   const std::size_t n = jobs.empty() ? weights.size() : jobs[0].models.size();
   check_weights(method, weights, n);
   check_finite(method, "lambda", o.lambda);
   const auto densities = per_model(method, "density", o.density, o.densities, n);
   check_densities(method, densities, n);
   build_dare_masks(jobs, densities, o);
+}
+
+// These jobs' share of dare_ties' model-wide vote: sum over their entries of sign(vote) on
+// the masked task vectors. zero_vote::model_majority elects + when the sum over the whole
+// model is > 0; a caller merging tensor by tensor (alloy merge's planning pass) adds it up
+// over the tensors and passes zero_vote::positive or negative to each tensor's merge.
+inline std::int64_t dare_vote_balance(std::span<sparse_job> jobs, const std::vector<double>& weights,
+                                      const dare_options& o) {
+  dare_prepare("dare_ties", jobs, weights, o);
+  return vote_balance(jobs, linear_weights(weights), vote_options_of(o));
+}
+
+inline void dare_jobs(const char* method, std::span<sparse_job> jobs, const std::vector<double>& weights,
+                      const dare_options& o, bool ties_vote) {
+  dare_prepare(method, jobs, weights, o);
   linear_weights lw(weights);
   if (!ties_vote) {
     // mergekit's guard against dividing by a (near) zero sum of weights.

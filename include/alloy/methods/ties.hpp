@@ -37,7 +37,10 @@ namespace alloy {
 
 enum class consensus { sum, count };                    // sign vote by mass or by count
 enum class ties_denominator { weight_sum, count, none };  // what the agreeing sum is divided by
-enum class zero_vote { positive, model_majority };        // the sign elected by a vote of 0
+// The sign elected by a vote of exactly 0: +, -, or the sign most elements of the whole
+// model voted for (the paper; model_majority resolves to positive or negative, and a caller
+// that merges tensor by tensor, like alloy merge, resolves it once and passes the result).
+enum class zero_vote { positive, model_majority, negative };
 
 struct ties_options {
   double density = 1.0;                // fraction kept per task vector (0, 1]
@@ -90,7 +93,7 @@ kernels::task_vector_combine<C> ties_kernel(std::span<const C> w, const ties_opt
   f.kind = kernels::combine_kind::ties;
   f.weighted_vote = o.weights_before_vote;
   f.count_vote = o.consensus_method == consensus::count;
-  f.zero_vote_positive = o.zero == zero_vote::positive || majority_positive;
+  f.zero_vote_positive = o.zero == zero_vote::positive || (o.zero == zero_vote::model_majority && majority_positive);
   f.denominator = o.denominator == ties_denominator::count ? kernels::vote_denominator::count
                                                            : kernels::vote_denominator::weight_sum;
   f.divide = o.denominator != ties_denominator::none;
