@@ -4,6 +4,7 @@
 //   make_llama_checkpoint OUT_DIR [--model I] [--layers L] [--hidden H] [--intermediate F]
 //                         [--vocab V] [--kv-dim K] [--dtype bf16|f16|f32]
 //   make_llama_checkpoint --memcpy-bandwidth [--threads T] [--mib M]
+//   make_llama_checkpoint --read-bandwidth FILE... [--threads T]
 //
 // Defaults are TinyLlama-1.1B's shapes (22 layers, hidden 2048, MLP 5632, vocab 32000,
 // grouped-query attention with k/v projections of 256 rows): 1.1 billion parameters, 2.2 GB
@@ -16,12 +17,19 @@
 // --memcpy-bandwidth measures the same-run memory baseline of the merge benchmark: T threads
 // (default: every core) each copying its part of an M MiB buffer (default 1024) with memcpy,
 // best of 5, printed as "bytes_per_second <read + write bytes per second>".
+//
+// --read-bandwidth measures how fast the merge's inputs can merely be read the way
+// `alloy merge` reads them: each file memory-mapped, T threads summing 4 MiB ranges of every
+// file in turn and releasing each range once read (MADV_DONTNEED); best of 3, printed as
+// "bytes_per_second <read bytes per second>". A merge cannot take less time than this.
 #include <alloy/core/bf16.hpp>
 #include <alloy/core/execution.hpp>
 #include <alloy/core/fp16.hpp>
 #include <alloy/io/checkpoint.hpp>
+#include <alloy/io/mapped_file.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -149,6 +157,55 @@ int memcpy_bandwidth(unsigned threads, std::size_t mib) {
   return 0;
 }
 
+int read_bandwidth(unsigned threads, const std::vector<std::string>& files) {
+  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  if (files.empty()) throw std::runtime_error("--read-bandwidth needs files");
+  constexpr std::size_t range = std::size_t{4} << 20;
+  double best = 1e30;
+  std::uint64_t total = 0, sum = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    std::vector<alloy::io::mapped_file> maps;
+    for (const auto& f : files) maps.emplace_back(f);
+    std::size_t ranges = 0;
+    total = 0;
+    for (const auto& m : maps) {
+      ranges = std::max(ranges, (m.size() + range - 1) / range);
+      total += m.size();
+    }
+    std::atomic<std::size_t> next{0};
+    std::atomic<std::uint64_t> sums{0};
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<std::thread> pool;
+    for (unsigned t = 0; t < threads; ++t)
+      pool.emplace_back([&] {
+        std::uint64_t acc = 0;
+        for (std::size_t r; (r = next.fetch_add(1)) < ranges;)
+          for (const auto& m : maps) {
+            if (r * range >= m.size()) continue;
+            const auto bytes = m.bytes().subspan(r * range, std::min(range, m.size() - r * range));
+            std::uint64_t w[8] = {};
+            std::size_t i = 0;
+            for (; i + 64 <= bytes.size(); i += 64)
+              for (std::size_t k = 0; k < 8; ++k) {
+                std::uint64_t v;
+                std::memcpy(&v, bytes.data() + i + 8 * k, 8);
+                w[k] += v;
+              }
+            for (; i < bytes.size(); ++i) acc += static_cast<std::uint64_t>(bytes[i]);
+            for (auto v : w) acc += v;
+            m.release(bytes);
+          }
+        sums += acc;
+      });
+    for (auto& th : pool) th.join();
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    sum += sums;
+  }
+  std::printf("bytes_per_second %.0f\n", static_cast<double>(total) / best);
+  std::fprintf(stderr, "(checksum %llu)\n", static_cast<unsigned long long>(sum));
+  return 0;
+}
+
 std::size_t number(const char* s, const char* what) {
   char* end = nullptr;
   const unsigned long long v = std::strtoull(s, &end, 10);
@@ -164,8 +221,9 @@ int main(int argc, char** argv) {
     std::uint64_t model = 0;
     unsigned threads = 0;
     std::size_t mib = 1024;
-    bool bandwidth = false;
+    bool bandwidth = false, read = false;
     std::string out;
+    std::vector<std::string> files;
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
       auto next = [&]() -> const char* {
@@ -190,18 +248,23 @@ int main(int argc, char** argv) {
         mib = number(next(), "--mib");
       else if (a == "--memcpy-bandwidth")
         bandwidth = true;
+      else if (a == "--read-bandwidth")
+        read = true;
       else if (a == "--dtype") {
         const std::string t = next();
         c.type = t == "bf16"  ? alloy::dtype::bf16
                  : t == "f16" ? alloy::dtype::f16
                  : t == "f32" ? alloy::dtype::f32
                               : throw std::runtime_error("--dtype: bf16, f16 or f32");
-      } else if (!a.empty() && a[0] != '-' && out.empty())
+      } else if (!a.empty() && a[0] != '-' && read)
+        files.push_back(a);
+      else if (!a.empty() && a[0] != '-' && out.empty())
         out = a;
       else
         throw std::runtime_error("unknown argument '" + a + "'");
     }
     if (bandwidth) return memcpy_bandwidth(threads, mib);
+    if (read) return read_bandwidth(threads, files);
     if (out.empty()) throw std::runtime_error("usage: make_llama_checkpoint OUT_DIR [options] (see the source)");
     return write_model(out, c, model);
   } catch (const std::exception& e) {

@@ -15,11 +15,14 @@
 #   4. per size and method, runs the merge ALLOY_BENCH_RUNS times (hyperfine when installed,
 #      else a loop), keeps the best time, and measures the peak resident set size with
 #      /usr/bin/time -v;
-#   5. measures two same-run baselines: a multi-threaded memcpy of 1 GiB (memory bandwidth,
-#      counting read + write bytes) and a file copy of one input with dd to the output's file
-#      system (the page-cache read + new-file write path a merge also takes);
-#   6. prints a table: time, (input + output bytes) / time, the ratios to both baselines, and
-#      the peak RSS; and writes it to $cache/results.md.
+#   5. measures three same-run baselines: a multi-threaded memcpy of 1 GiB (memory bandwidth,
+#      counting read + write bytes), a file copy of one input with dd to the output's file
+#      system (the page-cache read + new-file write path a merge also takes), and the time to
+#      merely read every input the way alloy merge does (memory maps, released as read, on
+#      the same threads: make_llama_checkpoint --read-bandwidth), a floor for any merge;
+#   6. prints a table: time, (input + output bytes) / time, the ratios to the first two
+#      baselines, the read-alone time and its ratio to the merge's time, and the peak RSS;
+#      and writes it to $cache/results.md.
 #
 # Environment:
 #   ALLOY_BENCH_CACHE    checkpoint cache (default: build/bench-cache); about 13 GB
@@ -101,6 +104,7 @@ seconds_now() { date +%s.%N; }
 calc() { awk "BEGIN { printf \"%.3f\", $* }"; }
 
 memcpy_bw() { "$gen_tool" --memcpy-bandwidth --threads "$threads" | awk '{print $2}'; }
+read_bw() { "$gen_tool" --read-bandwidth "$@" --threads "$threads" 2>/dev/null | awk '{print $2}'; }
 
 # Read + write bytes per second of copying one cached input file to the output file system.
 file_copy_bw() {
@@ -121,8 +125,8 @@ file_copy_bw() {
 }
 
 # --- 3-5. runs
-table="| model | method | time (s) | in + out | GB/s | memcpy GB/s | ratio | file copy GB/s | ratio | peak RSS |
-|---|---|---|---|---|---|---|---|---|---|"
+table="| model | method | time (s) | in + out | GB/s | memcpy GB/s | ratio | file copy GB/s | ratio | inputs read alone (s) | ratio | peak RSS |
+|---|---|---|---|---|---|---|---|---|---|---|---|"
 for entry in $sizes; do
   label=${entry%%:*}
   layers=${entry#*:}
@@ -139,6 +143,7 @@ for entry in $sizes; do
     sync
     copy=$(memcpy_bw)
     fcopy=$(file_copy_bw "$dir/m0/model.safetensors")
+    read_alone=$(calc "$in_bytes / $(read_bw "$dir"/m*/model*.safetensors)")
     best=""
     if command -v hyperfine >/dev/null 2>&1; then
       say "$label $method: hyperfine, $runs runs"
@@ -166,7 +171,7 @@ for entry in $sizes; do
     rm -rf "$out"
     traffic=$((in_bytes + out_bytes))
     bw=$(calc "$traffic / $best / 1e9")
-    row="| $label | $method | $best | $(calc "$traffic / 1e9") GB | $bw | $(calc "$copy / 1e9") | $(calc "$traffic / $best / $copy") | $(calc "$fcopy / 1e9") | $(calc "$traffic / $best / $fcopy") | $(calc "$rss_kb / 1024") MiB |"
+    row="| $label | $method | $best | $(calc "$traffic / 1e9") GB | $bw | $(calc "$copy / 1e9") | $(calc "$traffic / $best / $copy") | $(calc "$fcopy / 1e9") | $(calc "$traffic / $best / $fcopy") | $read_alone | $(calc "$read_alone / $best") | $(calc "$rss_kb / 1024") MiB |"
     say "$row"
     table+=$'\n'"$row"
   done

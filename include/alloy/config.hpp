@@ -23,11 +23,12 @@
 #endif
 
 // Around kernel code that inlines AVX-512 intrinsics: GCC 12 reports the intrinsics' own
-// internal undefined values (__Y) as "may be used uninitialized" once they are inlined (a
+// internal undefined values (__Y) as "(may be) used uninitialized" once they are inlined (a
 // false positive, GCC PR 105593). The pair pushes and pops the diagnostic state.
 #if defined(__GNUC__) && !defined(__clang__)
-#define ALLOY_INTRINSIC_WARNINGS_OFF \
-  _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"")
+#define ALLOY_INTRINSIC_WARNINGS_OFF                                                         \
+  _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"") \
+      _Pragma("GCC diagnostic ignored \"-Wuninitialized\"")
 #define ALLOY_INTRINSIC_WARNINGS_ON _Pragma("GCC diagnostic pop")
 #else
 #define ALLOY_INTRINSIC_WARNINGS_OFF

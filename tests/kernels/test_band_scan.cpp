@@ -112,3 +112,64 @@ TEST_CASE("band_scan accumulates over tiles", "[kernels][topk][band]") {
   CHECK(t.heavy_count[0] == want.t.heavy_count[0]);
   CHECK(want.t.heavy_count[0] > 0);
 }
+
+TEST_CASE("band_scan_many equals band_scan per model", "[kernels][topk][band]") {
+  // Four models with the four queries above (one each), over one base, f32 and bf16, on
+  // lengths around the SIMD batch; each target starts with entries and counts already there
+  // (a later tile), which band_scan_many must add to.
+  std::mt19937 gen(11);
+  std::normal_distribution<float> d;
+  const std::vector<band_query> queries{
+      {magnitude_key(0.5f), magnitude_key(1.0f), {}, 0},
+      {magnitude_key(0.25f), magnitude_key(0.25f), {}, 0},
+      {0, 0x7fffffffu, {magnitude_key(0.0f), magnitude_key(0.25f), 0x7fc00000u}, 3},
+      {magnitude_key(0.125f), 0x7f800000u, {magnitude_key(0.5f), magnitude_key(4.0f)}, 2}};
+  const std::size_t m = queries.size(), before = 5;
+  for (const std::size_t n : {std::size_t{0}, std::size_t{15}, std::size_t{16}, std::size_t{47}, std::size_t{200}}) {
+    std::vector<float> b(n);
+    std::vector<std::uint16_t> bh(n);
+    std::vector<std::vector<float>> x(m, std::vector<float>(n));
+    std::vector<std::vector<std::uint16_t>> xh(m, std::vector<std::uint16_t>(n));
+    for (std::size_t j = 0; j < n; ++j) {
+      b[j] = d(gen);
+      bh[j] = bf16(b[j]).bits;
+    }
+    for (std::size_t i = 0; i < m; ++i)
+      for (std::size_t j = 0; j < n; ++j) {
+        const int pick = static_cast<int>((j + i) % 7);
+        x[i][j] = pick == 0 ? b[j] + 0.25f : pick == 1 ? b[j] - 0.5f : pick == 2 ? b[j] : b[j] + d(gen);
+        if (j % 29 == 3 + i) x[i][j] = std::numeric_limits<float>::quiet_NaN();
+        xh[i][j] = bf16(x[i][j]).bits;
+      }
+    for (const bool half : {false, true}) {
+      CAPTURE(n, half);
+      std::vector<band_tally> t(m), want_t(m);
+      std::vector<std::vector<std::uint32_t>> keys(m, std::vector<std::uint32_t>(before + n + band_slack)),
+          pos = keys, want_keys = keys, want_pos = keys;
+      std::vector<band_target> targets;
+      std::vector<const void*> xs;
+      for (std::size_t i = 0; i < m; ++i) {
+        t[i].above = want_t[i].above = 7;
+        t[i].heavy_count[0] = want_t[i].heavy_count[0] = 2;
+        targets.push_back({&queries[i], &t[i], keys[i].data(), pos[i].data(), before});
+        xs.push_back(half ? static_cast<const void*>(xh[i].data()) : x[i].data());
+      }
+      band_scan_many(xs.data(), m, half ? static_cast<const void*>(bh.data()) : b.data(), half, n, 64, targets.data());
+      for (std::size_t i = 0; i < m; ++i) {
+        CAPTURE(i);
+        const std::size_t w =
+            half ? band_scan_bf16(xh[i].data(), bh.data(), n, 64, queries[i], want_t[i], want_keys[i].data() + before,
+                                  want_pos[i].data() + before)
+                 : band_scan(x[i].data(), b.data(), n, 64, queries[i], want_t[i], want_keys[i].data() + before,
+                             want_pos[i].data() + before);
+        REQUIRE(targets[i].written == before + w);
+        CHECK(t[i].above == want_t[i].above);
+        for (std::size_t h = 0; h < band_max_heavy; ++h) CHECK(t[i].heavy_count[h] == want_t[i].heavy_count[h]);
+        for (std::size_t e = before; e < before + w; ++e) {
+          CHECK(keys[i][e] == want_keys[i][e]);
+          CHECK(pos[i][e] == want_pos[i][e]);
+        }
+      }
+    }
+  }
+}

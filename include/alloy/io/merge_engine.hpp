@@ -48,9 +48,10 @@
 //   - methods that need a whole tensor (top-k thresholds, norms, row ranks, angles, linear
 //     solves: ties, magnitude_prune, dare_*, breadcrumbs*, della*, slerp, nuslerp, multislerp,
 //     karcher, model_stock, regmean) merge one tensor at a time with every thread working
-//     inside it, into one output buffer of that tensor: peak = the largest tensor's inputs
-//     (mapped) plus its output buffer, i.e. (N + 1) x input bytes + output bytes of the
-//     largest tensor, independent of the number of tensors (regmean: plus the layer's Grams
+//     inside it, into one output buffer of that tensor, written (by a second thread) while
+//     the next tensor merges into a second buffer, so no core waits on the write: peak = the
+//     largest tensor's inputs (mapped) plus two output buffers, i.e. (N + 1) x input bytes +
+//     2 x output bytes of the largest tensor, independent of the number of tensors (regmean: plus the layer's Grams
 //     and the solver's scratch, two [in, in] and up to five [out, in] float matrices). Tensors
 //     of at most alloy::parallel_chunk elements (norms, biases) run several at a time, one per
 //     thread.
@@ -79,6 +80,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -224,7 +226,31 @@ class merge_engine {
     const execution one{1};
     parallel_for(chunked.size(), o_.exec, [&](std::size_t k) { run_item(chunked[k], one); });
     parallel_for(small_whole.size(), o_.exec, [&](std::size_t k) { run_item(small_whole[k], one); });
-    for (const auto& it : large_whole) run_item(it, o_.exec);
+    // Large whole tensors one at a time, every thread inside each; tensor j is written by a
+    // second thread while tensor j + 1 merges (the write is a serial copy into the page
+    // cache: on its own it would leave the other cores idle).
+    // (The buffer is declared first so that, on an error, the future's destructor waits for
+    // the write before the buffer is freed.)
+    std::unique_ptr<detail::item_buffers> written_from;
+    std::size_t written_tensor = 0;
+    std::future<void> writing;
+    auto finish_write = [&] {
+      if (!writing.valid()) return;
+      writing.get();  // rethrows a write error
+      pool.release(std::move(written_from));
+      finish_item(ps, written_tensor, 0, plan_.tensors[written_tensor].elements);
+    };
+    for (const auto& it : large_whole) {
+      const planned_tensor& t = plan_.tensors[it.tensor];
+      auto buffers = pool.acquire();
+      const std::span<const std::byte> bytes = merge_whole(t, o_.exec, *buffers);
+      release_inputs(t, 0, t.elements);
+      finish_write();
+      written_from = std::move(buffers);
+      written_tensor = it.tensor;
+      writing = std::async(std::launch::async, [&w, &t, bytes] { w.write(t.name, bytes, 0); });
+    }
+    finish_write();
 
     w.commit(o_.sync);
     merge_stats s;
@@ -387,11 +413,14 @@ class merge_engine {
     for (const auto& t : plan_.tensors) largest = std::max(largest, t.elements);
     const std::uint64_t chunk = std::min(std::max<std::size_t>(parallel_chunk, o_.chunk_elements), largest);
     const std::uint64_t chunk_peak = plan_.threads * chunk * per_element;
-    std::uint64_t whole_peak = 0;
+    std::uint64_t whole_peak = 0, largest_output = 0;  // the previous tensor's output is being written
     if (plan_.whole_tensors)
       for (const auto& t : plan_.tensors)
-        if (t.action == tensor_action::merge) whole_peak = std::max(whole_peak, t.input_bytes + t.output_bytes);
-    plan_.memory_estimate = std::max(chunk_peak, whole_peak + method_scratch);
+        if (t.action == tensor_action::merge) {
+          whole_peak = std::max(whole_peak, t.input_bytes + t.output_bytes);
+          largest_output = std::max(largest_output, t.output_bytes);
+        }
+    plan_.memory_estimate = std::max(chunk_peak, whole_peak + largest_output + method_scratch);
     // Planning passes: ties' whole-model selection (up to 3 reads) and vote; the model-wide
     // vote of dare_ties and breadcrumbs_ties reads what one tensor's masks and vote read.
     plan_.read_passes = detail::read_passes(r_.method) * (detail::needs_model_vote(r_) ? 2 : 1) +
@@ -495,6 +524,17 @@ class merge_engine {
     }
     w.write(t.name, std::span<const std::byte>(static_cast<const std::byte*>(out.data), out.bytes()), first * es);
     release_inputs(t, first, count);
+  }
+
+  // Merges the whole of t into b.out; returns the output bytes.
+  std::span<const std::byte> merge_whole(const planned_tensor& t, const execution& ex, detail::item_buffers& b) {
+    const std::size_t es = dtype_size(t.out_type);
+    const mutable_tensor_view out{b.out.get(std::max<std::size_t>(1, t.elements * es)), t.elements, t.out_type};
+    std::vector<tensor_view> in;
+    in.reserve(t.sources.size());
+    for (std::size_t i = 0; i < t.sources.size(); ++i) in.push_back(input_view(t, i, 0, t.elements, b));
+    merge_tensor(t, in, out, ex);
+    return {static_cast<const std::byte*>(out.data), out.bytes()};
   }
 
   void merge_tensor(const planned_tensor& t, const std::vector<tensor_view>& in, mutable_tensor_view out,

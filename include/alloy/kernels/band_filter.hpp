@@ -80,6 +80,8 @@ inline constexpr std::size_t band_max_heavy = 8;
 inline constexpr std::size_t band_prefetch_bytes = 2048;
 // Room band_scan may write past the entries it reports (a whole SIMD batch).
 inline constexpr std::size_t band_slack = 16;
+// At most this many models per band_scan_many call.
+inline constexpr std::size_t band_max_models = 16;
 
 struct band_query {
   std::uint32_t low = 0, high = 0x7fffffffu;  // the band [low, high], low <= high <= 0x7fffffff
@@ -202,7 +204,7 @@ inline std::size_t band_scan_bf16(const std::uint16_t* x, const std::uint16_t* b
 // (the hardware prefetchers see every stream at once). x[i] is model i's data at the tile
 // start, stored like the base (f32, or bf16 bits when bf16); model i's results go to
 // targets[i] exactly as band_scan / band_scan_bf16 would write them (written: entries so far,
-// advanced).
+// advanced). m <= band_max_models.
 struct band_target {
   const band_query* q;
   band_tally* t;
@@ -224,6 +226,30 @@ inline void band_scan_many(const void* const* x, std::size_t m, const void* b, b
           16));
     return _mm512_loadu_ps(static_cast<const float*>(p) + i);
   };
+  // Each model's query and counts in locals: the compress stores below may alias anything
+  // reached through a pointer, so state read through `targets` would be reloaded and its
+  // counts read-modify-written in memory on every batch.
+  struct lane {
+    __m512i low, high, heavy[band_max_heavy];
+    std::size_t n_heavy, above, heavy_count[band_max_heavy], written;
+    std::uint32_t *keys, *positions;
+  };
+  lane lanes[band_max_models];
+  for (std::size_t i = 0; i < m; ++i) {
+    const band_query& q = *targets[i].q;
+    lane& l = lanes[i];
+    l.low = _mm512_set1_epi32(static_cast<int>(q.low));
+    l.high = _mm512_set1_epi32(static_cast<int>(q.high));
+    l.n_heavy = q.n_heavy;
+    for (std::size_t h = 0; h < band_max_heavy; ++h) {
+      l.heavy[h] = _mm512_set1_epi32(static_cast<int>(q.heavy[h]));
+      l.heavy_count[h] = 0;
+    }
+    l.above = 0;
+    l.written = targets[i].written;
+    l.keys = targets[i].keys;
+    l.positions = targets[i].positions;
+  }
   // Software prefetch band_prefetch_bytes ahead in every stream, a line per 64 bytes: the
   // streams cross a 4 KiB page every 1-2 Ki elements, where the hardware prefetchers stop.
   const std::size_t esize = bf16 ? 2 : 4;
@@ -235,24 +261,29 @@ inline void band_scan_many(const void* const* x, std::size_t m, const void* b, b
     }
     const __m512 bv = load(b, j);
     for (std::size_t i = 0; i < m; ++i) {
-      band_target& o = targets[i];
-      const band_query& q = *o.q;
+      lane& l = lanes[i];
       const __m512i k = _mm512_and_si512(_mm512_castps_si512(_mm512_sub_ps(load(x[i], j), bv)), sign);
-      const __m512i hi = _mm512_set1_epi32(static_cast<int>(q.high));
-      o.t->above += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(_mm512_cmpgt_epi32_mask(k, hi))));
-      __mmask16 band = _mm512_mask_cmple_epi32_mask(_mm512_cmpge_epi32_mask(k, _mm512_set1_epi32(static_cast<int>(q.low))), k, hi);
+      l.above += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(_mm512_cmpgt_epi32_mask(k, l.high))));
+      __mmask16 band = _mm512_mask_cmple_epi32_mask(_mm512_cmpge_epi32_mask(k, l.low), k, l.high);
       if (band == 0) continue;
-      for (std::size_t h = 0; h < q.n_heavy && band != 0; ++h) {
-        const __mmask16 eq = _mm512_mask_cmpeq_epi32_mask(band, k, _mm512_set1_epi32(static_cast<int>(q.heavy[h])));
-        o.t->heavy_count[h] += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(eq)));
+      // Every heavy key, whatever the mask (a predictable trip count; the keys are distinct).
+      for (std::size_t h = 0; h < l.n_heavy; ++h) {
+        const __mmask16 eq = _mm512_mask_cmpeq_epi32_mask(band, k, l.heavy[h]);
+        l.heavy_count[h] += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(eq)));
         band = static_cast<__mmask16>(band & ~eq);
       }
-      if (band == 0) continue;
+      // Written even when empty (band_slack leaves room): no branch.
       const __m512i pos = _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int>(first_pos + j)));
-      _mm512_storeu_si512(o.keys + o.written, _mm512_maskz_compress_epi32(band, k));
-      _mm512_storeu_si512(o.positions + o.written, _mm512_maskz_compress_epi32(band, pos));
-      o.written += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(band)));
+      _mm512_storeu_si512(l.keys + l.written, _mm512_maskz_compress_epi32(band, k));
+      _mm512_storeu_si512(l.positions + l.written, _mm512_maskz_compress_epi32(band, pos));
+      l.written += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(band)));
     }
+  }
+  for (std::size_t i = 0; i < m; ++i) {
+    band_target& o = targets[i];
+    o.t->above += lanes[i].above;
+    for (std::size_t h = 0; h < lanes[i].n_heavy; ++h) o.t->heavy_count[h] += lanes[i].heavy_count[h];
+    o.written = lanes[i].written;
   }
 #endif
   if (j == n) return;

@@ -51,6 +51,8 @@
 #include <cstddef>
 #include <type_traits>
 
+ALLOY_INTRINSIC_WARNINGS_OFF  // GCC PR 105593 (config.hpp)
+
 namespace alloy::kernels {
 
 inline constexpr std::size_t reduce_lanes = 16;
@@ -277,3 +279,5 @@ struct vector_combination {
 };
 
 }  // namespace alloy::kernels
+
+ALLOY_INTRINSIC_WARNINGS_ON

@@ -76,13 +76,19 @@ inline std::vector<std::optional<topk_rule>> sampled_topk(const sparse_job& job,
   if (n < sampled_min_size) return result;
   constexpr std::size_t stride = 4096, block = 16;
 
-  // 1. the sample and each model's band
-  std::vector<std::vector<std::uint32_t>> sample(m);
-  {
+  // 1. the sample and each model's band. Block b (at b * stride) fills sample[i][b * block,
+  //    + block), in parallel: the reads are far apart (a cache miss, and in a memory map often
+  //    the first touch of a page, each), so one thread would wait on them alone.
+  const std::size_t blocks = n >= block ? (n - block) / stride + 1 : 0;
+  constexpr std::size_t blocks_per_item = 256;
+  std::vector<std::vector<std::uint32_t>> sample(m, std::vector<std::uint32_t>(blocks * block));
+  parallel_for((blocks + blocks_per_item - 1) / blocks_per_item, ex, [&](std::size_t item) {
     float tile[block];
     double b[block], t[block];
-    for (std::size_t p = 0; p + block <= n; p += stride) {
-      // The blocks are far apart (a cache miss and a new page each): ask for a later one now.
+    const std::size_t last = std::min(blocks, (item + 1) * blocks_per_item);
+    for (std::size_t k = item * blocks_per_item; k < last; ++k) {
+      const std::size_t p = k * stride;
+      // Ask for a later block now.
       if (const std::size_t ahead = p + 8 * stride; ahead + block <= n) {
         __builtin_prefetch(static_cast<const unsigned char*>(job.base.data) + ahead * dtype_size(job.base.type));
         for (const tensor_view& x : job.models)
@@ -99,10 +105,10 @@ inline std::vector<std::optional<topk_rule>> sampled_topk(const sparse_job& job,
           for (std::size_t j = 0; j < block; ++j) bf[j] = static_cast<float>(b[j]);
           task_vector_tile<float>(job.models[i], bf, p, block, storage_precision, tile);
         }
-        for (float v : tile) sample[i].push_back(kernels::magnitude_key(v));
+        for (std::size_t j = 0; j < block; ++j) sample[i][k * block + j] = kernels::magnitude_key(tile[j]);
       }
     }
-  }
+  });
   struct band {
     std::uint32_t low = 0, high = 0x7fffffffu;
     bool active = false;
@@ -179,6 +185,7 @@ inline std::vector<std::optional<topk_rule>> sampled_topk(const sparse_job& job,
   std::vector<entries> found(starts.size() * m);
   std::vector<std::atomic<std::size_t>> in_band(m);
   const bool in_float = !computes_in_double(job);
+  static_assert(kernels::fused_max_models <= kernels::band_max_models);
   constexpr std::size_t filter_tile = sparse_tile;
   parallel_for(starts.size(), ex, [&](std::size_t item) {
     const std::size_t first = starts[item], last = std::min(n, first + parallel_chunk);
