@@ -6,9 +6,10 @@
 // Each step computes exactly what the tile-by-tile path computes (kernels::difference,
 // keep_band / keep_random of task_vector_mask.hpp, then kernels::stream over the tile): the
 // same float operations in the same order, the SIMD body over the tile's whole batches and
-// the scalar tail over its last (len mod W) elements, as there. So results are bit-identical
-// to that path. Masks handled: keep all (scaled when scale != 1), none, the exact top-k rule,
-// the random keep. No allocation, no throw.
+// the scalar tail over its last (len mod W) elements, as there (both run the one step body,
+// detail::fused_step). So results are bit-identical to that path. Masks handled: keep all
+// (scaled when scale != 1), none, the exact top-k rule, the random keep. No allocation, no
+// throw.
 #pragma once
 
 #include <alloy/core/bf16.hpp>
@@ -80,6 +81,76 @@ inline vec<float> load_batch(const void* p, bool bf16, std::size_t j) noexcept {
 }
 #endif
 
+// The two shapes of fused_merge_tile's one step body, as batch_pack and scalar_pack are for
+// kernels::stream's functors: element j (V = float) or the batch of the W elements from j
+// (V = vec<float>). They differ in the loads and in the top-k test only, whose keys compare
+// as uint32 in the scalar and as int32 lanes in the batch, as in keep_band's two loops.
+struct fused_scalar {
+  using value_type = float;
+  std::size_t j;
+  float load(const void* p, bool bf16) const noexcept { return load_scalar(p, bf16, j); }
+  float load(const float* p) const noexcept { return p[j]; }
+  bool topk_keeps(float t, const fused_input& m) const noexcept {
+    return rule_keeps(magnitude_key(t), m.key, j, m.ties);
+  }
+  static float keep_or_zero(bool keep, float v) noexcept { return keep ? v : 0.f; }
+};
+
+#if !ALLOY_FORCE_SCALAR
+struct fused_batch {
+  using value_type = vec<float>;
+  using ib = xsimd::batch<std::int32_t>;
+  static_assert(ib::size == width<float>);
+  std::size_t j;
+  ib iota;  // 0, 1, .., W - 1, built once per tile by the caller
+  vec<float> load(const void* p, bool bf16) const noexcept { return load_batch(p, bf16, j); }
+  vec<float> load(const float* p) const noexcept { return kernels::load(p + j); }
+  auto topk_keeps(const vec<float>& t, const fused_input& m) const noexcept {
+    const ib k = xsimd::bitwise_cast<ib>(t) & ib(0x7fffffff);
+    const ib kk(static_cast<std::int32_t>(m.key)), kt(static_cast<std::int32_t>(m.ties));
+    const ib pos = iota + ib(static_cast<std::int32_t>(j));
+    return (k > kk) | ((k == kk) & (pos < kt));
+  }
+  // keep has int32 lanes (xsimd 8.1 has no batch_bool conversion between lane types): AND
+  // v with its bits, which gives the scalar's +0 in the dropped lanes.
+  static vec<float> keep_or_zero(const xsimd::batch_bool<std::int32_t>& keep, const vec<float>& v) noexcept {
+    return v & xsimd::bitwise_cast<vec<float>>(xsimd::select(keep, ib(-1), ib(0)));
+  }
+};
+#endif
+
+// f([b, t_1, .., t_n]) at s (a fused_scalar or fused_batch): every row loaded, tau = x - b
+// masked and scaled, in registers.
+template <class S, class F>
+ALLOY_ALWAYS_INLINE typename S::value_type fused_step(const S& s, const void* base, bool base_bf16,
+                                                      const fused_input* in, std::size_t n, std::size_t first,
+                                                      const F& f) noexcept {
+  using V = typename S::value_type;
+  V vals[1 + fused_max_models];
+  const V b = s.load(base, base_bf16);
+  vals[0] = b;
+  for (std::size_t i = 0; i < n; ++i) {
+    const fused_input& m = in[i];
+    V t = s.load(m.data, m.bf16) - b;
+    switch (m.mask) {
+      case fused_mask::all:
+        if (m.multiply) t = t * V(m.scale);
+        break;
+      case fused_mask::none:
+        t = V(0.f);
+        break;
+      case fused_mask::topk:
+        t = S::keep_or_zero(s.topk_keeps(t, m), t * V(m.scale));
+        break;
+      case fused_mask::random:
+        t = kernels::select(s.load(m.u) < V(m.p), t * V(m.scale), V(0.f));
+        break;
+    }
+    vals[1 + i] = t;
+  }
+  return f(reg_pack<V>{vals, n + 1, s.j, first});
+}
+
 }  // namespace detail
 
 // out[j] = f([b, t_1, .., t_n] at j) for j < len, stored as float, or rounded to bf16 as
@@ -96,19 +167,15 @@ void fused_merge_tile(const void* base, bool base_bf16, const fused_input* in, s
                       std::size_t len, std::size_t first, const F& f, bool nt = false) noexcept {
   float* const out_f = static_cast<float*>(out);
   std::uint16_t* const out_h = static_cast<std::uint16_t*>(out);
-  bf16* const out_b = static_cast<bf16*>(out);
   std::size_t j = 0;
 #if !ALLOY_FORCE_SCALAR
   {
-    using V = vec<float>;
-    using ib = xsimd::batch<std::int32_t>;
+    bf16* const out_b = static_cast<bf16*>(out);
+    using ib = detail::fused_batch::ib;
     constexpr std::size_t W = width<float>;
-    static_assert(ib::size == W);
     alignas(64) std::int32_t iota_data[W];
     for (std::size_t l = 0; l < W; ++l) iota_data[l] = static_cast<std::int32_t>(l);
-    const ib iota = ib::load_aligned(iota_data), sign(0x7fffffff), zero_i(0), ones(-1);
-    const V zero(0.f);
-    V vals[1 + fused_max_models];
+    const ib iota = ib::load_aligned(iota_data);
     const std::size_t body = len / W * W;
     for (; j < body; j += W) {
       // Software prefetch a little ahead in every input (see band_filter.hpp: the streams
@@ -118,33 +185,7 @@ void fused_merge_tile(const void* base, bool base_bf16, const fused_input* in, s
         for (std::size_t i = 0; i < n; ++i)
           __builtin_prefetch(static_cast<const char*>(in[i].data) + j * (in[i].bf16 ? 2 : 4) + fused_prefetch_bytes);
       }
-      const V b = detail::load_batch(base, base_bf16, j);
-      vals[0] = b;
-      for (std::size_t i = 0; i < n; ++i) {
-        const fused_input& m = in[i];
-        V t = detail::load_batch(m.data, m.bf16, j) - b;
-        switch (m.mask) {
-          case fused_mask::all:
-            if (m.multiply) t = t * V(m.scale);
-            break;
-          case fused_mask::none:
-            t = zero;
-            break;
-          case fused_mask::topk: {
-            const ib k = xsimd::bitwise_cast<ib>(t) & sign;
-            const ib kk(static_cast<std::int32_t>(m.key)), kt(static_cast<std::int32_t>(m.ties));
-            const ib pos = iota + ib(static_cast<std::int32_t>(j));
-            const auto keep = (k > kk) | ((k == kk) & (pos < kt));
-            t = (t * V(m.scale)) & xsimd::bitwise_cast<V>(xsimd::select(keep, ones, zero_i));
-            break;
-          }
-          case fused_mask::random:
-            t = xsimd::select(load(m.u + j) < V(m.p), t * V(m.scale), zero);
-            break;
-        }
-        vals[1 + i] = t;
-      }
-      const V r = f(detail::reg_pack<V>{vals, n + 1, j, first});
+      const vec<float> r = detail::fused_step(detail::fused_batch{j, iota}, base, base_bf16, in, n, first, f);
       if (nt) {
         if (out_bf16)
           store_narrow<true>(out_b + j, r);
@@ -159,31 +200,11 @@ void fused_merge_tile(const void* base, bool base_bf16, const fused_input* in, s
     }
     if (nt) store_fence();
   }
+#else
+  (void)nt;  // no batches: the tail's ordinary stores only
 #endif
-  float vals[1 + fused_max_models];
   for (; j < len; ++j) {
-    const float b = detail::load_scalar(base, base_bf16, j);
-    vals[0] = b;
-    for (std::size_t i = 0; i < n; ++i) {
-      const fused_input& m = in[i];
-      float t = detail::load_scalar(m.data, m.bf16, j) - b;
-      switch (m.mask) {
-        case fused_mask::all:
-          if (m.multiply) t = t * m.scale;
-          break;
-        case fused_mask::none:
-          t = 0.f;
-          break;
-        case fused_mask::topk:
-          t = detail::rule_keeps(magnitude_key(t), m.key, j, m.ties) ? t * m.scale : 0.f;
-          break;
-        case fused_mask::random:
-          t = m.u[j] < m.p ? t * m.scale : 0.f;
-          break;
-      }
-      vals[1 + i] = t;
-    }
-    const float r = f(detail::reg_pack<float>{vals, n + 1, j, first});
+    const float r = detail::fused_step(detail::fused_scalar{j}, base, base_bf16, in, n, first, f);
     if (out_bf16)
       out_h[j] = float_to_bf16(r);
     else
