@@ -204,16 +204,14 @@ inline void build_breadcrumbs_masks(std::span<sparse_job> jobs, const std::vecto
   for (std::size_t j : large) breadcrumbs_job_masks(jobs[j], densities, gammas, storage_precision, ex);
 }
 
-
-
-
 // The rows of one tensor's job as jobs of `row` elements each.
 inline std::vector<sparse_job> row_jobs(const sparse_job& job, std::size_t row) {
   std::vector<sparse_job> rows;
   if (row == 0 || job.out.size == 0) return rows;
   auto at = [](auto view, std::size_t offset, std::size_t len) {
     using P = std::conditional_t<std::is_same_v<decltype(view), tensor_view>, const unsigned char*, unsigned char*>;
-    view.data = static_cast<P>(view.data) + offset * dtype_size(view.type);
+    // (out.data is null in a vote-balance pass, which writes nothing.)
+    if (view.data != nullptr) view.data = static_cast<P>(view.data) + offset * dtype_size(view.type);
     view.size = len;
     return view;
   };
