@@ -527,7 +527,7 @@ void plan_model_vote(const recipe& r, const merge_plan& plan, method_state& st, 
         balance += alloy::detail::dare_vote_balance(std::span(&job, 1), weights, dare_options_of(r, t, ex));
       } else {
         const breadcrumbs_options o = breadcrumbs_options_of(r, t, ex);
-        const std::size_t rows[] = {o.row_length == 0 ? std::max<std::size_t>(t.elements, 1) : o.row_length};
+        const std::size_t rows[] = {alloy::detail::tensor_row_length("breadcrumbs_ties", o, t.elements)};
         balance += alloy::detail::breadcrumbs_vote_balance(std::span(&job, 1), rows, weights, o);
       }
     } catch (const error& e) {

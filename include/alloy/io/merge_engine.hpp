@@ -51,10 +51,10 @@
 //     inside it, into one output buffer of that tensor, written (by a second thread) while
 //     the next tensor merges into a second buffer, so no core waits on the write: peak = the
 //     largest tensor's inputs (mapped) plus two output buffers, i.e. (N + 1) x input bytes +
-//     2 x output bytes of the largest tensor, independent of the number of tensors (regmean: plus the layer's Grams
-//     and the solver's scratch, two [in, in] and up to five [out, in] float matrices). Tensors
-//     of at most alloy::parallel_chunk elements (norms, biases) run several at a time, one per
-//     thread.
+//     2 x output bytes of the largest tensor, independent of the number of tensors (regmean:
+//     plus the layer's Grams and the solver's scratch, two [in, in] and up to five [out, in]
+//     float matrices). Tensors of at most alloy::parallel_chunk elements (norms, biases) run
+//     several at a time, one per thread.
 // merge_plan::memory_estimate gives the figure for a plan. Results do not depend on the thread
 // count or the chunk size (the methods are deterministic and element-wise ones are
 // position-independent; random methods are keyed by tensor name and element index).
@@ -243,7 +243,7 @@ class merge_engine {
     for (const auto& it : large_whole) {
       const planned_tensor& t = plan_.tensors[it.tensor];
       auto buffers = pool.acquire();
-      const std::span<const std::byte> bytes = merge_whole(t, o_.exec, *buffers);
+      const std::span<const std::byte> bytes = produce(t, 0, t.elements, o_.exec, *buffers);
       release_inputs(t, 0, t.elements);
       finish_write();
       written_from = std::move(buffers);
@@ -505,35 +505,28 @@ class merge_engine {
 
   void process(checkpoint_writer& w, const planned_tensor& t, std::size_t first, std::size_t count, const execution& ex,
                detail::item_buffers& b) {
-    if (t.action == tensor_action::copy && t.sources[0]->type() == t.out_type) {
-      const std::size_t es = dtype_size(t.out_type);
+    const std::size_t es = dtype_size(t.out_type);
+    if (t.action == tensor_action::copy && t.sources[0]->type() == t.out_type)
       w.write(t.name, t.sources[0]->data().subspan(first * es, count * es), first * es);  // straight from the map
-      release_inputs(t, first, count);
-      return;
-    }
+    else
+      w.write(t.name, produce(t, first, count, ex, b), first * es);
+    release_inputs(t, first, count);
+  }
+
+  // [first, first + count) of t merged (or, for a copy, converted to the output dtype) into
+  // b.out; returns its bytes.
+  std::span<const std::byte> produce(const planned_tensor& t, std::size_t first, std::size_t count, const execution& ex,
+                                     detail::item_buffers& b) {
     const std::size_t es = dtype_size(t.out_type);
     const mutable_tensor_view out{b.out.get(std::max<std::size_t>(1, count * es)), count, t.out_type};
     std::vector<tensor_view> in;
     in.reserve(t.sources.size());
     for (std::size_t i = 0; i < t.sources.size(); ++i) in.push_back(input_view(t, i, first, count, b));
-    if (t.action == tensor_action::copy) {
+    if (t.action == tensor_action::copy)
       weighted_average(std::span<const tensor_view>(in), std::vector<double>{1.0}, out,
                        weighted_average_options{false, {}, ex});
-    } else {
+    else
       merge_tensor(t, in, out, ex);
-    }
-    w.write(t.name, std::span<const std::byte>(static_cast<const std::byte*>(out.data), out.bytes()), first * es);
-    release_inputs(t, first, count);
-  }
-
-  // Merges the whole of t into b.out; returns the output bytes.
-  std::span<const std::byte> merge_whole(const planned_tensor& t, const execution& ex, detail::item_buffers& b) {
-    const std::size_t es = dtype_size(t.out_type);
-    const mutable_tensor_view out{b.out.get(std::max<std::size_t>(1, t.elements * es)), t.elements, t.out_type};
-    std::vector<tensor_view> in;
-    in.reserve(t.sources.size());
-    for (std::size_t i = 0; i < t.sources.size(); ++i) in.push_back(input_view(t, i, 0, t.elements, b));
-    merge_tensor(t, in, out, ex);
     return {static_cast<const std::byte*>(out.data), out.bytes()};
   }
 

@@ -315,6 +315,15 @@ inline void breadcrumbs_jobs(const char* method, std::span<sparse_job> jobs, std
   for_each_breadcrumbs_tensor(jobs, rows, p, o, [&](std::span<const sparse_job> group) { merge(group, majority); });
 }
 
+// The row length of a tensor-level call over n elements: row_length, or the whole tensor.
+inline std::size_t tensor_row_length(const char* method, const breadcrumbs_options& o, std::size_t n) {
+  const std::size_t row = o.row_length == 0 ? n : o.row_length;
+  if (o.scope == breadcrumbs_scope::per_row && row != 0 && n % row != 0)
+    throw error(errc::invalid_argument, std::string(method) + ": row_length " + std::to_string(o.row_length) +
+                                            " does not divide the tensor's " + std::to_string(n) + " elements");
+  return row == 0 ? 1 : row;  // a zero-length tensor: no rows either way
+}
+
 // The niebloid behind breadcrumbs and breadcrumbs_ties.
 template <bool Ties>
 struct breadcrumbs_fn {
@@ -323,12 +332,7 @@ struct breadcrumbs_fn {
   void operator()(tensor_view base, std::span<const tensor_view> models, const std::vector<double>& weights,
                   mutable_tensor_view out, const breadcrumbs_options& o = {}) const {
     sparse_job job = tensor_job(method, base, models, out);
-    std::size_t row = o.row_length == 0 ? out.size : o.row_length;
-    if (o.scope == breadcrumbs_scope::per_row && row != 0 && out.size % row != 0)
-      throw error(errc::invalid_argument, std::string(method) + ": row_length " + std::to_string(o.row_length) +
-                                              " does not divide the tensor's " + std::to_string(out.size) + " elements");
-    if (row == 0) row = 1;  // a zero-length tensor: no rows either way
-    const std::size_t rows[] = {row};
+    const std::size_t rows[] = {tensor_row_length(method, o, out.size)};
     breadcrumbs_jobs(method, std::span(&job, 1), rows, weights, o, Ties);
   }
   void operator()(tensor_view base, std::initializer_list<tensor_view> models, const std::vector<double>& weights,
