@@ -10,8 +10,13 @@
 #   2. generates the checkpoints once (benchmarks/make_llama_checkpoint.cpp: TinyLlama-1.1B
 #      shapes, vocab 32000, hidden 2048, MLP 5632; 10 layers = 0.57B parameters and 22 layers =
 #      1.1B, so both sizes share their largest tensor) and caches them;
-#   3. reads every input once so that the files are in the page cache (the timings assume a
-#      warm cache), and syncs so that earlier dirty pages do not throttle the writes;
+#   3. drops every input from the page cache (dd iflag=nocache) and reads it once with cat, so
+#      that the files are in the page cache (the timings assume a warm cache) and cached the
+#      way the kernel caches a file read from disk: in 2 MiB folios on Linux 6.x. A file
+#      cached piecemeal in 4 KiB folios (by an earlier reader's MADV_SEQUENTIAL read-ahead,
+#      say) reads at half the rate, whoever reads it (docs/performance.md);
+#      ALLOY_BENCH_RECACHE=0 keeps the cache as it is. Then syncs so that earlier dirty pages
+#      do not throttle the writes;
 #   4. per size and method, runs the merge ALLOY_BENCH_RUNS times (hyperfine when installed,
 #      else a loop), keeps the best time, and measures the peak resident set size with
 #      /usr/bin/time -v;
@@ -33,6 +38,7 @@
 #   ALLOY_BENCH_SIZES    "label:layers ..." (default "0.57B:10 1.1B:22")
 #   ALLOY_BENCH_METHODS  (default "task_arithmetic ties")
 #   ALLOY_BENCH_NATIVE   0 to build without -march=native
+#   ALLOY_BENCH_RECACHE  0 to read the inputs into the page cache without dropping them first
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -44,6 +50,7 @@ threads="${ALLOY_BENCH_THREADS:-0}"
 sizes="${ALLOY_BENCH_SIZES:-0.57B:10 1.1B:22}"
 methods="${ALLOY_BENCH_METHODS:-task_arithmetic ties}"
 native="${ALLOY_BENCH_NATIVE:-1}"
+recache="${ALLOY_BENCH_RECACHE:-1}"
 
 say() { echo "==> $*" >&2; }
 
@@ -132,6 +139,9 @@ for entry in $sizes; do
   layers=${entry#*:}
   dir="$cache/llama-${layers}L"
   say "warming the page cache for $label"
+  if [[ $recache == 1 ]]; then
+    for f in "$dir"/m*/model*.safetensors; do dd if="$f" iflag=nocache count=0 status=none; done
+  fi
   cat "$dir"/m*/model*.safetensors >/dev/null
   in_bytes=0
   for m in 0 1 2 3; do
