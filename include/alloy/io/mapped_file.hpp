@@ -164,31 +164,41 @@ class mapped_file {
   const std::byte* data() const noexcept { return data_; }
   std::size_t size() const noexcept { return size_; }
 
+  // Resident pages are dropped in whole blocks of release_block bytes (aligned in the address
+  // space): a 2 MiB folio of the page cache is mapped by one entry, and dropping part of it
+  // would split that entry (an interrupt to every core running the process) and leave the
+  // rest of the block resident, past the end of the read.
+  static constexpr std::size_t release_block = std::size_t{2} << 20;
+
   // Hints (madvise) over a sub-range of bytes(); ranges outside the mapping are clipped and
   // failures ignored: they only change performance.
-  void prefetch(std::span<const std::byte> range) const noexcept { advise(range, MADV_WILLNEED); }
-  // Drops the pages of range from this process's resident set; the file's contents stay in
-  // the page cache and are read again, unchanged, if touched later.
-  void release(std::span<const std::byte> range) const noexcept { advise(range, MADV_DONTNEED); }
+  void prefetch(std::span<const std::byte> range) const noexcept { advise(range, MADV_WILLNEED, round::page); }
+  // Drops from this process's resident set every block that range touches. The file's
+  // contents stay in the page cache: a page a neighbouring range still reads is mapped
+  // again, unchanged, when touched.
+  void release(std::span<const std::byte> range) const noexcept { advise(range, MADV_DONTNEED, round::out); }
+  // For a reader going forward in ranges smaller than a block: drops the blocks from the one
+  // holding range's start (whose earlier part the previous range read) to the last one that
+  // ends by range's end, so every block is dropped once the read has passed it. The block
+  // holding the end stays for the next range.
+  void release_passed(std::span<const std::byte> range) const noexcept {
+    advise(range, MADV_DONTNEED, round::passed);
+  }
 
  private:
-  void advise(std::span<const std::byte> range, int advice) const noexcept {
+  enum class round { page, out, passed };
+  void advise(std::span<const std::byte> range, int advice, round how) const noexcept {
     if (!data_ || range.empty()) return;
     const auto base = reinterpret_cast<std::uintptr_t>(data_);
     auto lo = reinterpret_cast<std::uintptr_t>(range.data());
     auto hi = lo + range.size();
-    if (lo < base) lo = base;
+    const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+    const std::uintptr_t unit = how == round::page ? page : release_block;
+    lo = lo / unit * unit;
+    hi = how == round::out ? (hi + unit - 1) / unit * unit : how == round::passed ? hi / unit * unit : hi;
+    if (lo < base) lo = base;  // base is page-aligned
     if (hi > base + size_) hi = base + size_;
     if (lo >= hi) return;
-    const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
-    if (advice == MADV_DONTNEED) {
-      // Only whole pages inside the range: never drop a neighbour's partial page in use.
-      lo = (lo + page - 1) / page * page;
-      hi = hi / page * page;
-      if (lo >= hi) return;
-    } else {
-      lo = lo / page * page;
-    }
     ::madvise(reinterpret_cast<void*>(lo), hi - lo, advice);
   }
   void unmap() noexcept {

@@ -484,15 +484,11 @@ class merge_engine {
   }
 
   // After a sequential read of [first, first + count) of t's inputs, in ranges smaller than
-  // a page: releases from the page holding `first` (whose earlier part the previous range
-  // read) to the last whole page, so every page is released once the read has passed it.
+  // a release block: see mapped_file::release_passed.
   void release_consumed(const planned_tensor& t, std::size_t first, std::size_t count) const {
-    static const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
     for (const auto* s : t.sources) {
       const std::size_t es = dtype_size(s->type());
-      const auto* begin = s->data().data() + first * es;
-      const auto* lo = reinterpret_cast<const std::byte*>(reinterpret_cast<std::uintptr_t>(begin) / page * page);
-      s->file->mapping().release({lo, static_cast<std::size_t>(begin - lo) + count * es});
+      s->file->mapping().release_passed(s->data().subspan(first * es, count * es));
     }
   }
 
