@@ -16,7 +16,15 @@
 #include <iostream>
 #include <vector>
 
+// OpenBLAS's pthreads build (Debian's default) starts a worker per extra core when the program
+// loads, and each worker polls for work with sched_yield for about 2^28 cycles before it
+// sleeps: on 2 cores that took 7.4 % of a task_arithmetic merge's samples (docs/cli.md). No
+// command needs the pool at start, so it is stopped; OpenBLAS starts it again at its first
+// threaded call (it does so after a fork too). Weak: other BLAS libraries lack the symbol.
+extern "C" int blas_thread_shutdown_() __attribute__((weak));
+
 int main(int argc, char** argv) {
+  if (blas_thread_shutdown_) blas_thread_shutdown_();
   CLI::App app("alloy " + std::string(alloy::version_string) +
                    ": merge neural-network checkpoints (safetensors) with mergekit-style recipes",
                "alloy");

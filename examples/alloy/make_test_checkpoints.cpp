@@ -4,6 +4,9 @@
 //   DIR/a/, DIR/b/ fine-tunes of base (base + small deltas), model.safetensors each
 //   DIR/b_sharded/ b again, written as three shards plus model.safetensors.index.json
 //   DIR/bad_shape/ like a, but one tensor has another shape
+//   DIR/mlp/       a.safetensors, b.safetensors (two unrelated 512-768-768-10 MLPs in F32) and
+//                  spec.yaml, for `alloy align`: its products are large enough for a
+//                  threaded BLAS to use its threads
 //
 // A Llama-like layout: embeddings, three layers (attention and MLP in BF16, norms in F32),
 // final norm, lm_head, and an I64 step counter that merges copy unmerged.
@@ -55,6 +58,25 @@ alloy::tensor_set model(std::uint32_t which, bool bad_shape) {
   return s;
 }
 
+// An MLP 512 -> 768 -> 768 -> 10 (layers.0, .2, .4 as in docs/methods/alignment.md).
+alloy::tensor_set mlp(std::uint32_t which) {
+  alloy::tensor_set s;
+  std::uint32_t salt = 100 * which;
+  auto add = [&](const std::string& name, std::vector<std::size_t> shape) {
+    const auto v = s.add(name, alloy::dtype::f32, std::move(shape));
+    auto* p = static_cast<float*>(v.data);
+    ++salt;
+    for (std::size_t i = 0; i < v.size; ++i) p[i] = 0.05f * value(i, salt);
+  };
+  add("layers.0.weight", {768, 512});
+  add("layers.0.bias", {768});
+  add("layers.2.weight", {768, 768});
+  add("layers.2.bias", {768});
+  add("layers.4.weight", {10, 768});
+  add("layers.4.bias", {10});
+  return s;
+}
+
 void write_text(const fs::path& p, const std::string& text) {
   std::ofstream f(p, std::ios::binary);
   f << text;
@@ -70,7 +92,7 @@ int main(int argc, char** argv) {
   }
   try {
     const fs::path dir = argv[1];
-    for (const char* name : {"base", "a", "b", "b_sharded", "bad_shape"}) {
+    for (const char* name : {"base", "a", "b", "b_sharded", "bad_shape", "mlp"}) {
       fs::remove_all(dir / name);
       fs::create_directories(dir / name);
     }
@@ -82,6 +104,11 @@ int main(int argc, char** argv) {
     write_text(dir / "base" / "config.json",
                "{\n  \"architectures\": [\"LlamaForCausalLM\"],\n  \"hidden_size\": 16,\n  \"num_hidden_layers\": 3,\n"
                "  \"torch_dtype\": \"float32\"\n}\n");
+    alloy::io::write_safetensors(dir / "mlp" / "a.safetensors", mlp(1));
+    alloy::io::write_safetensors(dir / "mlp" / "b.safetensors", mlp(2));
+    write_text(dir / "mlp" / "spec.yaml",
+               "tensors:\n  layers.0.weight: [P0, null]\n  layers.0.bias: [P0]\n  layers.2.weight: [P1, P0]\n"
+               "  layers.2.bias: [P1]\n  layers.4.weight: [null, P1]\n  layers.4.bias: [null]\n");
     write_text(dir / "base" / "tokenizer.json", "{\"version\": \"1.0\", \"model\": {\"type\": \"BPE\"}}\n");
     write_text(dir / "base" / "tokenizer_config.json", "{\"model_max_length\": 64}\n");
     return 0;

@@ -332,6 +332,17 @@ one_error_line "--density"
 run 2 analyze missing.yaml
 one_error_line "missing.yaml"
 
+# --- align. The tool stops OpenBLAS's worker pool when it starts (main.cpp), and the first
+# threaded product (these layers are large enough) starts it again: the result must be the
+# same as with a single BLAS thread.
+run 0 align mlp/a.safetensors mlp/b.safetensors mlp_aligned.safetensors --spec mlp/spec.yaml
+contains "$out" "group P1" "align reports its groups"
+checks=$((checks + 1))
+OPENBLAS_NUM_THREADS=1 "$alloy" align mlp/a.safetensors mlp/b.safetensors mlp_aligned_1.safetensors \
+  --spec mlp/spec.yaml >/dev/null 2>&1 || fail "align with one BLAS thread"
+checks=$((checks + 1))
+cmp -s mlp_aligned.safetensors mlp_aligned_1.safetensors || fail "align: the BLAS pool changes the result"
+
 no_leftovers
 echo "$checks checks, $failures failures"
 (( failures == 0 ))
