@@ -88,7 +88,7 @@ void print_plan(const merge_engine& e, const std::string& out) {
               p.whole_tensors ? "one tensor at a time, every thread inside it" : "chunks of tensors in parallel");
   std::printf("  memory      about %s at peak beyond the program itself (%s)\n",
               human_bytes(static_cast<double>(p.memory_estimate)).c_str(),
-              p.whole_tensors ? "the largest tensor's inputs, mapped, and its output buffer"
+              p.whole_tensors ? "the largest tensor's inputs, mapped, and two output buffers, one being written"
                               : "a chunk buffer and the chunk's mapped inputs per thread");
   const double bw = measure_copy_bandwidth();
   const double seconds =
