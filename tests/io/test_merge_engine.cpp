@@ -7,8 +7,11 @@
 #include <alloy/io/merge_engine.hpp>
 
 #include <atomic>
+#include <cstdint>
 #include <cstring>
 #include <functional>
+#include <limits>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -428,4 +431,25 @@ TEST_CASE("the plan", "[io][merge_engine]") {
   CHECK(p.memory_estimate >= 3 * 8 * 24 * 2 + 8 * 24 * 4);  // three bf16 inputs and the output
   CHECK(p.tensors[1].parameters.models[1].density == 0.5);
   CHECK(e.side_file_folder() == (f.dir / "m0").lexically_normal());
+}
+
+TEST_CASE("aligned_buffer: alignment, kept capacity, a failed growth leaves it usable", "[io][merge_engine]") {
+  using alloy::io::detail::aligned_buffer;
+  aligned_buffer b;
+  std::byte* small = b.get(100);
+  CHECK(reinterpret_cast<std::uintptr_t>(small) % 64 == 0);
+  CHECK(b.capacity() == 100);
+  CHECK(b.get(60) == small);  // within the capacity: the same memory
+  std::byte* big = b.get(1 << 20);
+  CHECK(reinterpret_cast<std::uintptr_t>(big) % 64 == 0);
+  CHECK(b.capacity() == 1 << 20);
+  std::memset(big, 1, b.capacity());
+  // A size no allocation can meet throws, and leaves an empty buffer rather than a stale
+  // capacity over freed memory (which the next smaller get would have handed out).
+  CHECK_THROWS_AS(b.get(std::numeric_limits<std::size_t>::max() - 5), std::bad_alloc);
+  CHECK(b.capacity() == 0);
+  std::byte* again = b.get(64);
+  REQUIRE(again != nullptr);
+  std::memset(again, 2, 64);
+  CHECK(b.capacity() == 64);
 }
