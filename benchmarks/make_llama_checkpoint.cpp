@@ -5,6 +5,7 @@
 //                         [--vocab V] [--kv-dim K] [--dtype bf16|f16|f32]
 //   make_llama_checkpoint --memcpy-bandwidth [--threads T] [--mib M]
 //   make_llama_checkpoint --read-bandwidth FILE... [--threads T]
+//   make_llama_checkpoint --method-time task_arithmetic|ties BASE M1 M2 M3 [--threads T]
 //
 // Defaults are TinyLlama-1.1B's shapes (22 layers, hidden 2048, MLP 5632, vocab 32000,
 // grouped-query attention with k/v projections of 256 rows): 1.1 billion parameters, 2.2 GB
@@ -22,11 +23,21 @@
 // `alloy merge` reads them: each file memory-mapped, T threads summing 4 MiB ranges of every
 // file in turn and releasing each range once read (MADV_DONTNEED); best of 3, printed as
 // "bytes_per_second <read bytes per second>". A merge cannot take less time than this.
+//
+// --method-time times the library's method alone over the same inputs: every tensor of the
+// four checkpoint files (memory maps, kept for the run) merged with alloy::task_arithmetic
+// or alloy::ties (mergekit preset) and the benchmark recipes' parameters (weights 0.5, 0.3,
+// 0.2, density 0.5) on T threads, into one reused output buffer that is never written to a
+// file; best of 3, printed as "seconds <s>". The merge's time less this is what its reads
+// through the engine and its output write cost.
 #include <alloy/core/bf16.hpp>
 #include <alloy/core/execution.hpp>
 #include <alloy/core/fp16.hpp>
 #include <alloy/io/checkpoint.hpp>
 #include <alloy/io/mapped_file.hpp>
+#include <alloy/io/safetensors.hpp>
+#include <alloy/methods/task_arithmetic.hpp>
+#include <alloy/methods/ties.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -206,6 +217,37 @@ int read_bandwidth(unsigned threads, const std::vector<std::string>& files) {
   return 0;
 }
 
+int method_time(const std::string& method, unsigned threads, const std::vector<std::string>& files) {
+  if (method != "task_arithmetic" && method != "ties") throw std::runtime_error("--method-time: task_arithmetic or ties");
+  if (files.size() != 4) throw std::runtime_error("--method-time needs 4 files: the base and 3 models");
+  std::vector<alloy::io::safetensors_file> in;
+  for (const auto& f : files) in.emplace_back(f);
+  const std::vector<double> weights{0.5, 0.3, 0.2};
+  const alloy::execution ex{.threads = threads};
+  std::unique_ptr<std::byte[]> out;
+  std::size_t capacity = 0;
+  double best = 1e30;
+  for (int rep = 0; rep < 3; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (const auto& e : in[0].entries()) {
+      if (!alloy::is_floating(e.type)) continue;
+      if (e.bytes() > capacity) {
+        capacity = e.bytes();
+        out.reset(new std::byte[capacity]);
+      }
+      const alloy::tensor_view models[] = {in[1].view(e.name), in[2].view(e.name), in[3].view(e.name)};
+      const alloy::mutable_tensor_view o{out.get(), e.elements, e.type};
+      if (method == "ties")
+        alloy::ties(in[0].view(e), models, weights, o, {.density = 0.5, .exec = ex});
+      else
+        alloy::task_arithmetic(in[0].view(e), models, weights, o, {.exec = ex});
+    }
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::printf("seconds %.4f\n", best);
+  return 0;
+}
+
 std::size_t number(const char* s, const char* what) {
   char* end = nullptr;
   const unsigned long long v = std::strtoull(s, &end, 10);
@@ -222,7 +264,7 @@ int main(int argc, char** argv) {
     unsigned threads = 0;
     std::size_t mib = 1024;
     bool bandwidth = false, read = false;
-    std::string out;
+    std::string out, method;
     std::vector<std::string> files;
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
@@ -250,6 +292,10 @@ int main(int argc, char** argv) {
         bandwidth = true;
       else if (a == "--read-bandwidth")
         read = true;
+      else if (a == "--method-time") {
+        method = next();
+        read = true;  // the files follow
+      }
       else if (a == "--dtype") {
         const std::string t = next();
         c.type = t == "bf16"  ? alloy::dtype::bf16
@@ -264,6 +310,7 @@ int main(int argc, char** argv) {
         throw std::runtime_error("unknown argument '" + a + "'");
     }
     if (bandwidth) return memcpy_bandwidth(threads, mib);
+    if (!method.empty()) return method_time(method, threads, files);
     if (read) return read_bandwidth(threads, files);
     if (out.empty()) throw std::runtime_error("usage: make_llama_checkpoint OUT_DIR [options] (see the source)");
     return write_model(out, c, model);

@@ -25,9 +25,13 @@
 #      system (the page-cache read + new-file write path a merge also takes), and the time to
 #      merely read every input the way alloy merge does (memory maps, released as read, on
 #      the same threads: make_llama_checkpoint --read-bandwidth), a floor for any merge;
+#      and the library's method alone over the same maps, with the recipe's parameters and
+#      no output file (make_llama_checkpoint --method-time), which separates the method's
+#      own cost from the engine's and the write's;
 #   6. prints a table: time, (input + output bytes) / time, the ratios to the first two
-#      baselines, the read-alone time and its ratio to the merge's time, and the peak RSS;
-#      and writes it to $cache/results.md.
+#      baselines, the read-alone time and its ratio to the merge's time, the method-alone
+#      time and its bytes' ratio to memcpy, and the peak RSS; and writes it to
+#      $cache/results.md.
 #
 # Environment:
 #   ALLOY_BENCH_CACHE    checkpoint cache (default: build/bench-cache); about 13 GB
@@ -112,6 +116,15 @@ calc() { awk "BEGIN { printf \"%.3f\", $* }"; }
 
 memcpy_bw() { "$gen_tool" --memcpy-bandwidth --threads "$threads" | awk '{print $2}'; }
 read_bw() { "$gen_tool" --read-bandwidth "$@" --threads "$threads" 2>/dev/null | awk '{print $2}'; }
+# The library's method alone (one file per model; "-" for sharded inputs).
+method_time() {
+  local dir=$1 method=$2 files=()
+  for m in 0 1 2 3; do
+    [[ -f "$dir/m$m/model.safetensors" ]] || { echo "-"; return; }
+    files+=("$dir/m$m/model.safetensors")
+  done
+  "$gen_tool" --method-time "$method" "${files[@]}" --threads "$threads" | awk '{print $2}'
+}
 
 # Read + write bytes per second of copying one cached input file to the output file system.
 file_copy_bw() {
@@ -132,8 +145,8 @@ file_copy_bw() {
 }
 
 # --- 3-5. runs
-table="| model | method | time (s) | in + out | GB/s | memcpy GB/s | ratio | file copy GB/s | ratio | inputs read alone (s) | ratio | peak RSS |
-|---|---|---|---|---|---|---|---|---|---|---|---|"
+table="| model | method | time (s) | in + out | GB/s | memcpy GB/s | ratio | file copy GB/s | ratio | inputs read alone (s) | ratio | method alone (s) | its ratio to memcpy | peak RSS |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for entry in $sizes; do
   label=${entry%%:*}
   layers=${entry#*:}
@@ -154,6 +167,7 @@ for entry in $sizes; do
     copy=$(memcpy_bw)
     fcopy=$(file_copy_bw "$dir/m0/model.safetensors")
     read_alone=$(calc "$in_bytes / $(read_bw "$dir"/m*/model*.safetensors)")
+    alone=$(method_time "$dir" "$method")
     best=""
     if command -v hyperfine >/dev/null 2>&1; then
       say "$label $method: hyperfine, $runs runs"
@@ -181,7 +195,9 @@ for entry in $sizes; do
     rm -rf "$out"
     traffic=$((in_bytes + out_bytes))
     bw=$(calc "$traffic / $best / 1e9")
-    row="| $label | $method | $best | $(calc "$traffic / 1e9") GB | $bw | $(calc "$copy / 1e9") | $(calc "$traffic / $best / $copy") | $(calc "$fcopy / 1e9") | $(calc "$traffic / $best / $fcopy") | $read_alone | $(calc "$read_alone / $best") | $(calc "$rss_kb / 1024") MiB |"
+    alone_ratio="-"
+    [[ $alone != "-" ]] && alone_ratio=$(calc "$traffic / $alone / $copy")
+    row="| $label | $method | $best | $(calc "$traffic / 1e9") GB | $bw | $(calc "$copy / 1e9") | $(calc "$traffic / $best / $copy") | $(calc "$fcopy / 1e9") | $(calc "$traffic / $best / $fcopy") | $read_alone | $(calc "$read_alone / $best") | $alone | $alone_ratio | $(calc "$rss_kb / 1024") MiB |"
     say "$row"
     table+=$'\n'"$row"
   done
