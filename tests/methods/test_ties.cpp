@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <numeric>
 #include <random>
@@ -381,4 +382,30 @@ TEST_CASE("ties: no models", "[methods][ties][errors]") {
   std::vector<std::vector<float>> none;
   REQUIRE_THROWS_MATCHES(ties(base, none, {}, out), error,
                          Catch::Predicate<error>([](const error& e) { return has_code(e, errc::empty_input); }));
+}
+
+TEST_CASE("ties: negative weights, and agreeing weights that sum to 0", "[methods][ties]") {
+  // mergekit votes on u_i = w_i t_i. Element 0: t = {+1, -1}, w = {1, -1}: u = {+1, +1},
+  // both agree with +, the sum of their weights is 1 - 1 = 0, which divides as 1:
+  // (1 * 1 + (-1) * (-1)) / 1 = 2. Element 1: t = {+2, +2}: u = {+2, -2}, the vote 0 elects
+  // +, only model 0 agrees: 2 / 1 = 2. Element 2: t = {-4, +3}: u = {-4, -3} elects -, both
+  // agree: (-4 + -3) / 0 -> / 1 = -7. Every row is long enough (64Ki + 5 entries, the
+  // rest 0) to go through the fused pass with its SIMD batches, and the 3 entries are
+  // repeated at the end to run the scalar tail too; density 1 keeps every entry.
+  const std::size_t n = (std::size_t{1} << 16) + 5;
+  std::vector<float> base(n, 0.f), a(n, 0.f), b(n, 0.f), out(n);
+  const float ta[3] = {1, 2, -4}, tb[3] = {-1, 2, 3};
+  for (std::size_t j = 0; j < 3; ++j) {
+    a[j] = a[n - 3 + j] = ta[j];
+    b[j] = b[n - 3 + j] = tb[j];
+  }
+  ties(base, {a, b}, {1, -1}, out);
+  for (const std::size_t at : {std::size_t{0}, n - 3}) {
+    CAPTURE(at);
+    CHECK(out[at] == 2.f);
+    CHECK(out[at + 1] == 2.f);
+    CHECK(out[at + 2] == -7.f);
+  }
+  CHECK(out[3] == 0.f);
+  CHECK(!std::signbit(out[3]));  // an element with no kept entry stays at the base, +0
 }
