@@ -11,7 +11,9 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <bit>
 #include <random>
+#include <span>
 #include <vector>
 
 using namespace alloy;
@@ -53,16 +55,26 @@ void check(const reference& want, const band_tally& t, const std::vector<std::ui
   CHECK(std::vector<std::uint32_t>(pos.begin(), pos.begin() + static_cast<std::ptrdiff_t>(w)) == want.pos);
 }
 
+band_query with_heavy(std::uint32_t low, std::uint32_t high, std::vector<std::uint32_t> heavy) {
+  band_query q{low, high};
+  REQUIRE(q.set_heavy(heavy) == heavy.size());
+  return q;
+}
+
+// A band of keys, one key, everything (heavy keys 0, 0.25 and NaN), up to Inf (heavy 0.5, 4).
+std::vector<band_query> test_queries() {
+  return {with_heavy(magnitude_key(0.5f), magnitude_key(1.0f), {}),
+          with_heavy(magnitude_key(0.25f), magnitude_key(0.25f), {}),
+          with_heavy(0, 0x7fffffffu, {magnitude_key(0.0f), magnitude_key(0.25f), 0x7fc00000u}),
+          with_heavy(magnitude_key(0.125f), 0x7f800000u, {magnitude_key(0.5f), magnitude_key(4.0f)})};
+}
+
 }  // namespace
 
 TEST_CASE("band_scan matches the scalar reference", "[kernels][topk][band]") {
   std::mt19937 gen(5);
   std::normal_distribution<float> d;
-  std::vector<band_query> queries(4);
-  queries[0] = {magnitude_key(0.5f), magnitude_key(1.0f), {}, 0};
-  queries[1] = {magnitude_key(0.25f), magnitude_key(0.25f), {}, 0};       // one key
-  queries[2] = {0, 0x7fffffffu, {magnitude_key(0.0f), magnitude_key(0.25f), 0x7fc00000u}, 3};  // everything
-  queries[3] = {magnitude_key(0.125f), 0x7f800000u, {magnitude_key(0.5f), magnitude_key(4.0f)}, 2};  // up to Inf
+  const std::vector<band_query> queries = test_queries();
   for (std::size_t n = 0; n <= 80; ++n) {
     std::vector<float> x(n), b(n), tau(n);
     std::vector<std::uint16_t> xh(n), bh(n);
@@ -99,7 +111,9 @@ TEST_CASE("band_scan accumulates over tiles", "[kernels][topk][band]") {
   const std::size_t n = 10000;
   std::vector<float> v(n);
   for (std::size_t j = 0; j < n; ++j) v[j] = static_cast<float>(static_cast<int>(j % 17) - 8) * 0.125f;
-  band_query q{magnitude_key(0.25f), magnitude_key(0.75f), {magnitude_key(0.5f)}, 1};
+  band_query q{magnitude_key(0.25f), magnitude_key(0.75f)};
+  const std::uint32_t heavy[] = {magnitude_key(0.5f)};
+  REQUIRE(q.set_heavy(heavy) == 1);
   const reference want = scan_reference(v, 0, q);
   band_tally t;
   std::vector<std::uint32_t> keys(n + band_slack), pos(n + band_slack);
@@ -119,11 +133,7 @@ TEST_CASE("band_scan_many equals band_scan per model", "[kernels][topk][band]") 
   // (a later tile), which band_scan_many must add to.
   std::mt19937 gen(11);
   std::normal_distribution<float> d;
-  const std::vector<band_query> queries{
-      {magnitude_key(0.5f), magnitude_key(1.0f), {}, 0},
-      {magnitude_key(0.25f), magnitude_key(0.25f), {}, 0},
-      {0, 0x7fffffffu, {magnitude_key(0.0f), magnitude_key(0.25f), 0x7fc00000u}, 3},
-      {magnitude_key(0.125f), 0x7f800000u, {magnitude_key(0.5f), magnitude_key(4.0f)}, 2}};
+  const std::vector<band_query> queries = test_queries();
   const std::size_t m = queries.size(), before = 5;
   for (const std::size_t n : {std::size_t{0}, std::size_t{15}, std::size_t{16}, std::size_t{47}, std::size_t{200}}) {
     std::vector<float> b(n);
@@ -172,4 +182,59 @@ TEST_CASE("band_scan_many equals band_scan per model", "[kernels][topk][band]") 
       }
     }
   }
+}
+
+TEST_CASE("band_query::set_heavy keeps keys the scan can tell apart", "[kernels][topk][band]") {
+  // Ten keys 1/64 apart in magnitude: their 4 bits at some shift are distinct for eight of
+  // them at most (band_max_heavy), kept in the order wanted.
+  std::vector<std::uint32_t> wanted;
+  for (int i = 0; i < 10; ++i) wanted.push_back(magnitude_key(0.5f + static_cast<float>(i) / 64));
+  band_query q{magnitude_key(0.5f), magnitude_key(1.0f)};
+  REQUIRE(q.set_heavy(wanted) == band_max_heavy);
+  unsigned used = 0;
+  std::size_t at = 0;
+  for (std::size_t h = 0; h < q.n_heavy; ++h) {
+    const unsigned bit = 1u << ((q.heavy[h] >> q.heavy_shift) & 15u);
+    CHECK((used & bit) == 0);
+    used |= bit;
+    while (at < wanted.size() && wanted[at] != q.heavy[h]) ++at;  // a subsequence of wanted
+    CHECK(at < wanted.size());
+  }
+  // 0x10, 0x20, 0x30 first fit at shift 2 (4 bits 4, 8, 12); a repeated key never fits.
+  const std::uint32_t close[] = {0x10, 0x20, 0x30, 0x10};
+  CHECK(q.set_heavy(close) == 3);  // the repeated 0x10 cannot be told from the first
+  CHECK(q.heavy_shift == 2);
+  const std::uint32_t none[] = {0u};
+  CHECK(q.set_heavy(std::span<const std::uint32_t>(none, 0)) == 0);
+  CHECK(q.n_heavy == 0);
+}
+
+TEST_CASE("band_scan counts heavy keys over long runs of one key", "[kernels][topk][band]") {
+  // Runs of 16 * 300 equal entries per heavy key: every lane's 4-bit counter fills to 15 and
+  // its 8-bit counter to 255 before the kernel widens and sums them; eight heavy keys use
+  // every counter; a key between the heavy ones is written; the tail is scalar.
+  std::vector<std::uint32_t> wanted;
+  for (int i = 0; i < 8; ++i) wanted.push_back(magnitude_key(0.5f + static_cast<float>(i) / 32));
+  band_query q{magnitude_key(0.5f), magnitude_key(1.0f)};
+  REQUIRE(q.set_heavy(wanted) == 8);
+  std::vector<float> v;
+  for (int r = 0; r < 3; ++r)
+    for (std::size_t h = 0; h < 9; ++h)
+      for (std::size_t j = 0; j < 16 * 300 + h; ++j)
+        v.push_back(h == 8 ? 0.51f : (j % 2 ? -1.f : 1.f) * std::bit_cast<float>(q.heavy[h]));
+  const reference want = scan_reference(v, 0, q);
+  for (std::size_t h = 0; h < 8; ++h) CHECK(want.t.heavy_count[h] == 3 * (16 * 300 + h));
+  band_tally t;
+  std::vector<std::uint32_t> keys(v.size() + band_slack), pos(v.size() + band_slack);
+  const std::size_t w = band_scan(v.data(), nullptr, v.size(), 0, q, t, keys.data(), pos.data());
+  check(want, t, keys, pos, w, q);
+  // The same through band_scan_many (two models, one the negation of the other, base 0).
+  std::vector<float> base(v.size(), 0.f), neg(v.size());
+  for (std::size_t j = 0; j < v.size(); ++j) neg[j] = -v[j];
+  band_tally tm[2];
+  std::vector<std::uint32_t> k2[2] = {keys, keys}, p2[2] = {pos, pos};
+  band_target targets[2] = {{&q, &tm[0], k2[0].data(), p2[0].data(), 0}, {&q, &tm[1], k2[1].data(), p2[1].data(), 0}};
+  const void* xs[2] = {v.data(), neg.data()};
+  band_scan_many(xs, 2, base.data(), false, v.size(), 0, targets);
+  for (int i = 0; i < 2; ++i) check(want, tm[i], k2[i], p2[i], targets[i].written, q);
 }

@@ -17,6 +17,7 @@
 #include <alloy/kernels/simd.hpp>
 
 #include <bit>
+#include <span>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -83,10 +84,43 @@ inline constexpr std::size_t band_slack = 16;
 // At most this many models per band_scan_many call.
 inline constexpr std::size_t band_max_models = 16;
 
+// The AVX-512 scans find an entry's heavy key by 4 of its bits, [heavy_shift, heavy_shift + 4):
+// set_heavy keeps only keys distinct there.
 struct band_query {
   std::uint32_t low = 0, high = 0x7fffffffu;  // the band [low, high], low <= high <= 0x7fffffff
-  std::uint32_t heavy[band_max_heavy] = {};   // keys in the band counted, not written
+  std::uint32_t heavy[band_max_heavy] = {};   // keys in the band counted, not written (set_heavy)
   std::size_t n_heavy = 0;
+  unsigned heavy_shift = 0;
+
+  // Heavy keys from `wanted` (most wanted first): the shift that admits the most of them,
+  // then the most wanted; a key is admitted, in order, while its 4 bits are free and fewer
+  // than band_max_heavy are in. A key dropped here is collected like any other band key: the
+  // scan's result is the same, only slower. Returns the number admitted.
+  std::size_t set_heavy(std::span<const std::uint32_t> wanted) noexcept {
+    std::size_t best_count = 0;
+    unsigned best_mask = 0, best_shift = 0;  // mask: bit (31 - p) for the admitted p-th wanted key
+    for (unsigned s = 0; s <= 27; ++s) {
+      unsigned used = 0, mask = 0;
+      std::size_t count = 0;
+      for (std::size_t p = 0; p < wanted.size() && p < 32 && count < band_max_heavy; ++p) {
+        const unsigned bit = 1u << ((wanted[p] >> s) & 15u);
+        if (used & bit) continue;
+        used |= bit;
+        mask |= 1u << (31 - p);
+        ++count;
+      }
+      if (count > best_count || (count == best_count && mask > best_mask)) {
+        best_count = count;
+        best_mask = mask;
+        best_shift = s;
+      }
+    }
+    n_heavy = 0;
+    heavy_shift = best_shift;
+    for (std::size_t p = 0; p < wanted.size() && p < 32; ++p)
+      if (best_mask & (1u << (31 - p))) heavy[n_heavy++] = wanted[p];
+    return n_heavy;
+  }
 };
 
 // Accumulated over the tiles of a range by band_scan.
@@ -117,28 +151,90 @@ inline std::size_t band_one(std::uint32_t k, std::uint32_t pos, const band_query
 }
 
 #if ALLOY_BAND_AVX512
+// Counts the entries of a query's heavy keys 16 at a time: bits [heavy_shift, +4) of a key
+// pick one of 16 table slots (one permute), a hit when the slot holds that key, and each
+// heavy key has a 4-bit counter in every 32-bit lane (a second permute gives the increment),
+// widened to 8-bit counters every 15 batches (by the caller: one count for all models) and
+// summed every 17 widenings. Five vector instructions a batch for any number of heavy keys,
+// where a compare, a popcount and an add per key took about forty for eight (the sampled
+// top-k of bf16 task vectors uses 1-8).
+struct heavy_counter {
+  __m512i table, increment, by, nibbles, bytes_even, bytes_odd;
+  unsigned widenings = 0;
+  std::size_t counts[band_max_heavy] = {};
+
+  heavy_counter() = default;
+  explicit heavy_counter(const band_query& q) noexcept {
+    alignas(64) std::uint32_t t[16], inc[16];
+    for (std::size_t s = 0; s < 16; ++s) {
+      t[s] = 0xffffffffu;  // no key (<= 0x7fffffff) equals it
+      inc[s] = 0;
+    }
+    for (std::size_t h = 0; h < q.n_heavy; ++h) {
+      const std::size_t s = (q.heavy[h] >> q.heavy_shift) & 15u;
+      t[s] = q.heavy[h];
+      inc[s] = 1u << (4 * h);
+    }
+    table = _mm512_load_si512(t);
+    increment = _mm512_load_si512(inc);
+    by = _mm512_set1_epi32(static_cast<int>(q.heavy_shift));
+    nibbles = bytes_even = bytes_odd = _mm512_setzero_si512();
+  }
+  // The band lanes of k holding a heavy key, counted. At most 15 calls between widen().
+  ALLOY_ALWAYS_INLINE __mmask16 hits(__m512i k, __mmask16 band) noexcept {
+    const __m512i slot = _mm512_srlv_epi32(k, by);  // the permutes read its low 4 bits
+    const __mmask16 hit = _mm512_mask_cmpeq_epi32_mask(band, _mm512_permutexvar_epi32(slot, table), k);
+    nibbles = _mm512_mask_add_epi32(nibbles, hit, nibbles, _mm512_permutexvar_epi32(slot, increment));
+    return hit;
+  }
+  void widen() noexcept {
+    const __m512i low4 = _mm512_set1_epi32(0x0f0f0f0f);
+    bytes_even = _mm512_add_epi32(bytes_even, _mm512_and_si512(nibbles, low4));  // keys 0, 2, 4, 6
+    bytes_odd = _mm512_add_epi32(bytes_odd, _mm512_and_si512(_mm512_srli_epi32(nibbles, 4), low4));
+    nibbles = _mm512_setzero_si512();
+    if (++widenings == 17) sum_bytes();
+  }
+  void sum_bytes() noexcept {
+    const __m512i byte = _mm512_set1_epi32(0xff);
+    for (unsigned b = 0; b < 4; ++b) {
+      const __m512i by_b = _mm512_set1_epi32(static_cast<int>(8 * b));
+      counts[2 * b] += static_cast<std::size_t>(_mm512_reduce_add_epi32(_mm512_and_si512(_mm512_srlv_epi32(bytes_even, by_b), byte)));
+      counts[2 * b + 1] += static_cast<std::size_t>(_mm512_reduce_add_epi32(_mm512_and_si512(_mm512_srlv_epi32(bytes_odd, by_b), byte)));
+    }
+    bytes_even = bytes_odd = _mm512_setzero_si512();
+    widenings = 0;
+  }
+  // Adds the counts so far to t and starts again.
+  void finish(std::size_t n_heavy, band_tally& t) noexcept {
+    widen();
+    sum_bytes();
+    for (std::size_t h = 0; h < n_heavy; ++h) {
+      t.heavy_count[h] += counts[h];
+      counts[h] = 0;
+    }
+  }
+};
+
 // The body over whole batches of 16: key(j) gives the 16 keys at j. Returns entries written.
 template <class Key>
 inline std::size_t band_body_avx512(std::size_t n, std::uint32_t first_pos, const band_query& q, band_tally& t,
                                     std::uint32_t* keys, std::uint32_t* positions, std::size_t& j, const Key& key) noexcept {
   const __m512i lo = _mm512_set1_epi32(static_cast<int>(q.low)), hi = _mm512_set1_epi32(static_cast<int>(q.high));
-  __m512i heavy[band_max_heavy];
-  for (std::size_t h = 0; h < q.n_heavy; ++h) heavy[h] = _mm512_set1_epi32(static_cast<int>(q.heavy[h]));
+  heavy_counter heavy(q);
+  const bool any_heavy = q.n_heavy != 0;
   const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   std::size_t w = 0, above = 0;
-  for (; j + 16 <= n; j += 16) {
+  for (unsigned since_widen = 0; j + 16 <= n; j += 16) {
+    if (since_widen == 15) {
+      heavy.widen();
+      since_widen = 0;
+    }
+    ++since_widen;
     const __m512i k = key(j);
     above += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(_mm512_cmpgt_epi32_mask(k, hi))));
     __mmask16 band = _mm512_mask_cmple_epi32_mask(_mm512_cmpge_epi32_mask(k, lo), k, hi);
-    // Every heavy key without a test of `band` first, as in band_scan_many below (there the
-    // reason and the measurement). Here: ties with preset peft, whose rounded task vectors
-    // take this path, over the 0.57B benchmark set as --method-time runs it (a throwaway
-    // variant with that preset): 2.29-2.33 -> 2.02-2.03 s.
-    for (std::size_t h = 0; h < q.n_heavy; ++h) {
-      const __mmask16 eq = _mm512_mask_cmpeq_epi32_mask(band, k, heavy[h]);
-      t.heavy_count[h] += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(eq)));
-      band = static_cast<__mmask16>(band & ~eq);
-    }
+    // The heavy keys counted without a test of `band` first, as in band_scan_many below.
+    if (any_heavy) band = static_cast<__mmask16>(band & ~heavy.hits(k, band));
     if (band == 0) continue;
     const __m512i pos = _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int>(first_pos + j)));
     _mm512_storeu_si512(keys + w, _mm512_maskz_compress_epi32(band, k));
@@ -146,6 +242,7 @@ inline std::size_t band_body_avx512(std::size_t n, std::uint32_t first_pos, cons
     w += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(band)));
   }
   t.above += above;
+  heavy.finish(q.n_heavy, t);
   return w;
 }
 #endif
@@ -233,8 +330,10 @@ inline void band_scan_many(const void* const* x, std::size_t m, const void* b, b
   // reached through a pointer, so state read through `targets` would be reloaded and its
   // counts read-modify-written in memory on every batch.
   struct lane {
-    __m512i low, high, heavy[band_max_heavy];
-    std::size_t n_heavy, above, heavy_count[band_max_heavy], written;
+    __m512i low, high;
+    detail::heavy_counter heavy;
+    bool any_heavy;
+    std::size_t above, written;
     std::uint32_t *keys, *positions;
   };
   lane lanes[band_max_models];
@@ -243,11 +342,8 @@ inline void band_scan_many(const void* const* x, std::size_t m, const void* b, b
     lane& l = lanes[i];
     l.low = _mm512_set1_epi32(static_cast<int>(q.low));
     l.high = _mm512_set1_epi32(static_cast<int>(q.high));
-    l.n_heavy = q.n_heavy;
-    for (std::size_t h = 0; h < band_max_heavy; ++h) {
-      l.heavy[h] = _mm512_set1_epi32(static_cast<int>(q.heavy[h]));
-      l.heavy_count[h] = 0;
-    }
+    l.heavy = detail::heavy_counter(q);
+    l.any_heavy = q.n_heavy != 0;
     l.above = 0;
     l.written = targets[i].written;
     l.keys = targets[i].keys;
@@ -256,7 +352,12 @@ inline void band_scan_many(const void* const* x, std::size_t m, const void* b, b
   // Software prefetch band_prefetch_bytes ahead in every stream, a line per 64 bytes: the
   // streams cross a 4 KiB page every 1-2 Ki elements, where the hardware prefetchers stop.
   const std::size_t esize = bf16 ? 2 : 4;
-  for (; j + 16 <= n; j += 16) {
+  for (unsigned since_widen = 0; j + 16 <= n; j += 16) {
+    if (since_widen == 15) {
+      for (std::size_t i = 0; i < m; ++i) lanes[i].heavy.widen();
+      since_widen = 0;
+    }
+    ++since_widen;
     if ((j * esize) % 64 == 0) {
       const std::size_t ahead = j * esize + band_prefetch_bytes;
       _mm_prefetch(static_cast<const char*>(b) + ahead, _MM_HINT_T0);
@@ -268,17 +369,13 @@ inline void band_scan_many(const void* const* x, std::size_t m, const void* b, b
       const __m512i k = _mm512_and_si512(_mm512_castps_si512(_mm512_sub_ps(load(x[i], j), bv)), sign);
       l.above += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(_mm512_cmpgt_epi32_mask(k, l.high))));
       __mmask16 band = _mm512_mask_cmple_epi32_mask(_mm512_cmpge_epi32_mask(k, l.low), k, l.high);
-      // Every heavy key, whatever the masks (a predictable trip count; the keys are distinct),
-      // and no test of `band` before: on bf16 task vectors most batches hold an entry of a
-      // heavy key (the cut's own key often holds 2-3 % of the entries), so that branch went
-      // either way at random. The compress is skipped when only heavy keys were in the band,
-      // the usual case there. Measured with make_llama_checkpoint --method-time ties on the
-      // 0.57B benchmark set: 1.25-1.28 s with the test before, 1.03-1.13 s so.
-      for (std::size_t h = 0; h < l.n_heavy; ++h) {
-        const __mmask16 eq = _mm512_mask_cmpeq_epi32_mask(band, k, l.heavy[h]);
-        l.heavy_count[h] += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(eq)));
-        band = static_cast<__mmask16>(band & ~eq);
-      }
+      // The heavy keys counted with no test of `band` before: on bf16 task vectors most
+      // batches hold an entry of a heavy key (the cut's own key often holds 2-3 % of the
+      // entries), so that branch went either way at random. The compress is skipped when
+      // only heavy keys were in the band, the usual case there. Measured with
+      // make_llama_checkpoint --method-time ties on the 0.57B benchmark set: 1.25-1.28 s with
+      // the test before, 1.03-1.13 s so.
+      if (l.any_heavy) band = static_cast<__mmask16>(band & ~l.heavy.hits(k, band));
       if (band == 0) continue;
       const __m512i pos = _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int>(first_pos + j)));
       _mm512_storeu_si512(l.keys + l.written, _mm512_maskz_compress_epi32(band, k));
@@ -289,7 +386,7 @@ inline void band_scan_many(const void* const* x, std::size_t m, const void* b, b
   for (std::size_t i = 0; i < m; ++i) {
     band_target& o = targets[i];
     o.t->above += lanes[i].above;
-    for (std::size_t h = 0; h < lanes[i].n_heavy; ++h) o.t->heavy_count[h] += lanes[i].heavy_count[h];
+    lanes[i].heavy.finish(o.q->n_heavy, *o.t);
     o.written = lanes[i].written;
   }
 #endif

@@ -157,7 +157,9 @@ inline std::vector<std::optional<topk_rule>> sampled_topk(const sparse_job& job,
       if (b - a >= sampled_heavy_min) runs.push_back({b - a, in[a]});
     }
     std::sort(runs.begin(), runs.end(), std::greater<>());
-    for (std::size_t h = 0; h < runs.size() && h < kernels::band_max_heavy; ++h) q.heavy[q.n_heavy++] = runs[h].second;
+    std::vector<std::uint32_t> wanted;  // most frequent first; set_heavy keeps those the scan can tell apart
+    for (const auto& run : runs) wanted.push_back(run.second);
+    q.set_heavy(wanted);
   }
   sample.clear();
 
