@@ -25,21 +25,24 @@ std::size_t compare_all_k(const std::vector<T>& base, const std::vector<std::vec
   const sparse_job job{"t", base, views, out, {}};
   const std::size_t n = base.size();
   std::size_t answered = 0;
+  // storage_precision (tau rounded to the storage type, preset peft) takes the scan of the
+  // cut's item through the produced tau; without it, bf16 and f32 pairs scan in registers.
   for (std::size_t k : kvals)
-    for (unsigned threads : {1u, 2u}) {
-      const std::vector<std::size_t> ks(models.size(), k);
-      const auto sampled = sampled_topk(job, ks, false, execution{threads});
-      const std::size_t sizes[1] = {n};
-      for (std::size_t i = 0; i < models.size(); ++i) {
-        const topk_rule radix = topk_select(sizes, k, task_vector_producer{std::span(&job, 1), i, false}).rule(0);
-        INFO("n " << n << " k " << k << " model " << i << " threads " << threads);
-        if (sampled[i]) {
-          ++answered;
-          CHECK(sampled[i]->key == radix.key);
-          CHECK(sampled[i]->tie_end == radix.tie_end);
+    for (unsigned threads : {1u, 2u})
+      for (bool storage : {false, true}) {
+        const std::vector<std::size_t> ks(models.size(), k);
+        const auto sampled = sampled_topk(job, ks, storage, execution{threads});
+        const std::size_t sizes[1] = {n};
+        for (std::size_t i = 0; i < models.size(); ++i) {
+          const topk_rule radix = topk_select(sizes, k, task_vector_producer{std::span(&job, 1), i, storage}).rule(0);
+          INFO("n " << n << " k " << k << " model " << i << " threads " << threads << " storage " << storage);
+          if (sampled[i]) {
+            ++answered;
+            CHECK(sampled[i]->key == radix.key);
+            CHECK(sampled[i]->tie_end == radix.tie_end);
+          }
         }
       }
-    }
   return answered;
 }
 

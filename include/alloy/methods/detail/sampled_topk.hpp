@@ -67,6 +67,54 @@ inline std::uint32_t rank_desc(const std::vector<std::uint32_t>& keys, std::size
   return *nth;
 }
 
+// Whether the filter pass computes model i's tau in registers from the stored pair (f32, or
+// bf16 like the base), rather than tile by tile through task_vector_tile.
+inline bool tau_in_registers(const sparse_job& job, std::size_t i, bool storage_precision) {
+  const dtype b = job.base.type, x = job.models[i].type;
+  return !computes_in_double(job) && ((b == dtype::f32 && x == dtype::f32) || (b == dtype::bf16 && x == dtype::bf16 && !storage_precision));
+}
+
+// The position of the left-th (1-based) entry with magnitude key `key` of model i's tau in
+// [first, last), which holds at least `left` of them: counted tile by tile (band_scan on the
+// stored pair where the filter pass computed tau so, a band of that one heavy key; else
+// count_equal over the produced tau), then found in its tile.
+inline std::size_t nth_tie(const sparse_job& job, std::size_t i, std::size_t first, std::size_t last, std::uint32_t key,
+                           std::size_t left, bool storage_precision) {
+  const task_vector_producer produce{std::span(&job, 1), i, storage_precision};
+  const bool raw = tau_in_registers(job, i, storage_precision), bf16 = job.base.type == dtype::bf16;
+  kernels::band_query q{key, key};
+  q.set_heavy(std::span(&key, 1));
+  // The band is its one heavy key, so band_scan writes no entry; room as its contract asks.
+  std::vector<std::uint32_t> unused(2 * (sparse_tile + kernels::band_slack));
+  float tile[sparse_tile];
+  for (std::size_t pos = first; pos < last; pos += sparse_tile) {
+    const std::size_t len = std::min(sparse_tile, last - pos);
+    std::size_t e;
+    if (raw) {
+      kernels::band_tally t;
+      std::uint32_t* const k = unused.data();
+      std::uint32_t* const p = k + sparse_tile + kernels::band_slack;
+      if (bf16)
+        kernels::band_scan_bf16(static_cast<const std::uint16_t*>(job.models[i].data) + pos,
+                                static_cast<const std::uint16_t*>(job.base.data) + pos, len, 0, q, t, k, p);
+      else
+        kernels::band_scan(static_cast<const float*>(job.models[i].data) + pos, static_cast<const float*>(job.base.data) + pos,
+                           len, 0, q, t, k, p);
+      e = t.heavy_count[0];
+    } else {
+      produce(0, pos, len, tile);
+      e = kernels::count_equal(tile, len, key);
+    }
+    if (left > e) {
+      left -= e;
+      continue;
+    }
+    if (raw) produce(0, pos, len, tile);
+    return pos + kernels::find_nth_equal(tile, len, key, left - 1);
+  }
+  return last;  // not reached when [first, last) holds `left` such entries
+}
+
 // ks[i]: entries to keep of model i (0 < k < n: other values are left to the caller).
 // Returns model i's rule, or nothing when it must fall back to topk_select.
 inline std::vector<std::optional<topk_rule>> sampled_topk(const sparse_job& job, std::span<const std::size_t> ks,
@@ -115,8 +163,9 @@ inline std::vector<std::optional<topk_rule>> sampled_topk(const sparse_job& job,
     std::size_t expected = 0;  // band entries expected in the whole tensor, with slack
   };
   std::vector<band> bands(m);
-  for (std::size_t i = 0; i < m; ++i) {
-    if (ks[i] == 0 || ks[i] >= n) continue;
+  std::vector<kernels::band_query> queries(m);
+  parallel_for(m, ex, [&](std::size_t i) {  // per model: its band, then its heavy keys
+    if (ks[i] == 0 || ks[i] >= n) return;
     auto& s = sample[i];
     const double size = static_cast<double>(s.size()), p = static_cast<double>(ks[i]) / static_cast<double>(n);
     const double r = p * size, margin = 6 * std::sqrt(size * p * (1 - p)) + 16;
@@ -137,13 +186,9 @@ inline std::vector<std::optional<topk_rule>> sampled_topk(const sparse_job& job,
       std::nth_element(s.begin(), at, end, desc);
       bd.high = *at;
     }
-  }
 
-  // Heavy keys: band keys frequent in the sample (massive tie groups, as bf16 data makes)
-  // are counted per item instead of collected, so such a band stays small.
-  std::vector<kernels::band_query> queries(m);
-  for (std::size_t i = 0; i < m; ++i) {
-    if (!bands[i].active) continue;
+    // Heavy keys: band keys frequent in the sample (massive tie groups, as bf16 data makes)
+    // are counted per item instead of collected, so such a band stays small.
     kernels::band_query& q = queries[i];
     q.low = bands[i].low;
     q.high = bands[i].high;
@@ -160,7 +205,7 @@ inline std::vector<std::optional<topk_rule>> sampled_topk(const sparse_job& job,
     std::vector<std::uint32_t> wanted;  // most frequent first; set_heavy keeps those the scan can tell apart
     for (const auto& run : runs) wanted.push_back(run.second);
     q.set_heavy(wanted);
-  }
+  });
   sample.clear();
 
   // 2. the filter pass: per item and model, the count above the band, the heavy-key counts
@@ -186,7 +231,6 @@ inline std::vector<std::optional<topk_rule>> sampled_topk(const sparse_job& job,
   std::vector<kernels::band_tally> tally(starts.size() * m);
   std::vector<entries> found(starts.size() * m);
   std::vector<std::atomic<std::size_t>> in_band(m);
-  const bool in_float = !computes_in_double(job);
   static_assert(kernels::fused_max_models <= kernels::band_max_models);
   constexpr std::size_t filter_tile = sparse_tile;
   parallel_for(starts.size(), ex, [&](std::size_t item) {
@@ -200,7 +244,7 @@ inline std::vector<std::optional<topk_rule>> sampled_topk(const sparse_job& job,
         const C* bp = nullptr;  // the base tile in C, made on first use
         // Models whose tau can be computed in registers (stored like the base, f32 or bf16)
         // go through one sweep together; the others tile by tile.
-        const bool base_f32 = job.base.type == dtype::f32, base_bf16 = job.base.type == dtype::bf16;
+        const bool base_bf16 = job.base.type == dtype::bf16;
         const void* many[kernels::fused_max_models];
         kernels::band_target targets[kernels::fused_max_models];
         std::size_t which[kernels::fused_max_models];
@@ -211,8 +255,7 @@ inline std::vector<std::optional<topk_rule>> sampled_topk(const sparse_job& job,
           auto& list = found[item * m + i];
           if (list.cap == 0) list.reserve_more(bands[i].expected * (last - first) / n + 2 * (filter_tile + kernels::band_slack));
           list.reserve_more(len + kernels::band_slack);
-          const bool together = in_float && n_many < kernels::fused_max_models &&
-                                ((base_f32 && x.type == dtype::f32) || (base_bf16 && x.type == dtype::bf16 && !storage_precision));
+          const bool together = n_many < kernels::fused_max_models && tau_in_registers(job, i, storage_precision);
           if (!together) continue;
           many[n_many] = static_cast<const unsigned char*>(x.data) + pos * dtype_size(x.type);
           targets[n_many] = {&queries[i], &tally[item * m + i], list.keys.get(), list.pos.get(), list.size};
@@ -270,8 +313,9 @@ inline std::vector<std::optional<topk_rule>> sampled_topk(const sparse_job& job,
 
   // 3. the exact cut among the band entries: with heavy keys h (counted) and the collected
   //    keys, the r-th largest in (key descending, index ascending) order.
-  for (std::size_t i = 0; i < m; ++i) {
-    if (!bands[i].active || in_band[i].load() > sampled_band_cap) continue;
+  //    Per model in parallel: the scans of one item and the selections are serial within one.
+  parallel_for(m, ex, [&](std::size_t i) {
+    if (!bands[i].active || in_band[i].load() > sampled_band_cap) return;
     const kernels::band_query& q = queries[i];
     std::size_t total_above = 0, collected = 0;
     std::size_t heavy_total[kernels::band_max_heavy] = {};
@@ -283,7 +327,7 @@ inline std::vector<std::optional<topk_rule>> sampled_topk(const sparse_job& job,
     }
     std::size_t band_total = collected;
     for (std::size_t h = 0; h < q.n_heavy; ++h) band_total += heavy_total[h];
-    if (!(total_above < ks[i] && ks[i] <= total_above + band_total)) continue;  // the band missed
+    if (!(total_above < ks[i] && ks[i] <= total_above + band_total)) return;  // the band missed
     const std::size_t r = ks[i] - total_above;  // 1-based rank of the cut among the band entries
     std::vector<std::uint32_t> keys;
     keys.reserve(collected);
@@ -336,7 +380,7 @@ inline std::vector<std::optional<topk_rule>> sampled_topk(const sparse_job& job,
     }
     if (tie_rank == tie_count) {  // every tie kept
       result[i] = topk_rule{cut_key, std::numeric_limits<std::size_t>::max()};
-      continue;
+      return;
     }
     // The tie_rank-th entry of key cut_key in index order.
     std::size_t index = 0, left = tie_rank;
@@ -347,21 +391,7 @@ inline std::vector<std::optional<topk_rule>> sampled_topk(const sparse_job& job,
           left -= c;
           continue;
         }
-        // Scan the item: tau as the filter computed it.
-        const task_vector_producer produce{std::span(&job, 1), i, storage_precision};
-        const std::size_t first = starts[item], last = std::min(n, first + parallel_chunk);
-        float tile[sparse_tile];
-        for (std::size_t pos = first; pos < last; pos += sparse_tile) {
-          const std::size_t len = std::min(sparse_tile, last - pos);
-          produce(0, pos, len, tile);
-          const std::size_t e = kernels::count_equal(tile, len, cut_key);
-          if (left > e) {
-            left -= e;
-            continue;
-          }
-          index = pos + kernels::find_nth_equal(tile, len, cut_key, left - 1);
-          break;
-        }
+        index = nth_tie(job, i, starts[item], std::min(n, starts[item] + parallel_chunk), cut_key, left, storage_precision);
         break;
       }
       const auto& list = found[item * m + i];
@@ -378,7 +408,7 @@ inline std::vector<std::optional<topk_rule>> sampled_topk(const sparse_job& job,
       break;
     }
     result[i] = topk_rule{cut_key, index + 1};
-  }
+  });
   return result;
 }
 
