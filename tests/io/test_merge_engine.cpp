@@ -453,3 +453,20 @@ TEST_CASE("aligned_buffer: alignment, kept capacity, a failed growth leaves it u
   std::memset(again, 2, 64);
   CHECK(b.capacity() == 64);
 }
+
+TEST_CASE("release_behind: drops the finished prefix in steps, the rest at the tensor's end", "[io][merge_engine]") {
+  // Tensor 0: 10 elements in items of 3 (0, 3, 6, 9), step 5. Tensor 1: 3 elements, one item.
+  alloy::io::detail::release_behind rb(2);
+  using r = alloy::io::detail::release_behind::range;
+  auto same = [](r a, std::size_t first, std::size_t count, bool end) {
+    return a.first == first && a.count == count && a.end == end;
+  };
+  CHECK(same(rb.finished(0, 10, 3, 3, 5), 0, 0, false));  // item 1 before item 0: no prefix yet
+  CHECK(same(rb.finished(1, 3, 3, 0, 5), 0, 3, true));    // tensor 1 is done at once
+  CHECK(same(rb.finished(0, 10, 3, 0, 5), 0, 6, false));  // prefix 6 >= step 5: drop [0, 6)
+  CHECK(same(rb.finished(0, 10, 3, 9, 5), 0, 0, false));  // item 3 waits for item 2
+  CHECK(same(rb.finished(0, 10, 3, 6, 5), 6, 4, true));   // all done: the rest, [6, 10)
+  // A tensor of 0 elements has one (empty) item.
+  alloy::io::detail::release_behind empty(1);
+  CHECK(same(empty.finished(0, 0, 3, 0, 5), 0, 0, true));
+}

@@ -37,14 +37,14 @@
 //
 // Memory and threads. Inputs are read as zero-copy views into the memory maps (a tensor whose
 // data is not aligned to its element size, which io allows in files from other writers, is
-// copied to an aligned buffer first), and each range of the maps is released
-// (mapped_file::release) as soon as it has been merged, so the resident set stays bounded by
-// what is in flight, not by the model size:
+// copied to an aligned buffer first), and the maps are released (mapped_file::release) once
+// merged, so the resident set stays bounded by what is in flight, not by the model size:
 //   - element-wise methods (linear, task_arithmetic, passthrough, fisher) and unmerged copies run in
 //     work items of options.chunk_elements elements (2^20 by default) of one tensor, items in
 //     parallel on options.exec threads, each merging into its own chunk buffer and writing it
-//     at its offset: peak = threads x chunk x (output element size + the input element
-//     sizes), a few tens of MB, whatever the model and tensor sizes;
+//     at its offset; the inputs are released behind the finished items in 16 MiB steps
+//     (detail::release_behind): peak = about 2 x threads x chunk x (output element size + the
+//     input element sizes) + 16 MiB per input, about 100 MB, whatever the model and tensor sizes;
 //   - methods that need a whole tensor (top-k thresholds, norms, row ranks, angles, linear
 //     solves: ties, magnitude_prune, dare_*, breadcrumbs*, della*, slerp, nuslerp, multislerp,
 //     karcher, model_stock, regmean) merge one tensor at a time with every thread working
@@ -156,6 +156,50 @@ class buffer_pool {
   std::vector<std::unique_ptr<item_buffers>> free_;
 };
 
+// Releases a chunked tensor's mapped inputs behind its readers. The tensor's items are
+// claimed in order and finish in about that order; each finished item extends the tensor's
+// finished prefix, and the inputs below it are dropped once the prefix has moved `step`
+// elements past the last drop, and the rest when the tensor is done. Dropping each item's
+// range as it finished (the earlier way) also dropped blocks that the neighbouring item, on
+// the other thread, was still reading, which it then faulted in again, and interrupted every
+// core once per item and input (each drop flushes their TLBs).
+class release_behind {
+ public:
+  struct range {
+    std::size_t first = 0, count = 0;
+    bool end = false;  // the tensor's last range: drop every block it touches
+  };
+  explicit release_behind(std::size_t tensors) : s_(tensors) {}
+
+  // Item [first, first + chunk) of a tensor of `elements` elements, cut in items of `chunk`,
+  // has finished: the range to drop now (count 0: none yet).
+  range finished(std::size_t tensor, std::size_t elements, std::size_t chunk, std::size_t first, std::size_t step) {
+    std::lock_guard lock(m_);
+    state& st = s_[tensor];
+    const std::size_t items = std::max<std::size_t>(1, (elements + chunk - 1) / chunk);
+    if (st.done.empty()) st.done.assign(items, false);
+    st.done[first / chunk] = true;
+    while (st.next < items && st.done[st.next]) ++st.next;
+    const std::size_t prefix = st.next == items ? elements : st.next * chunk;
+    range r;
+    r.end = st.next == items;
+    if (!r.end && prefix - st.released < step) return r;
+    r.first = st.released;
+    r.count = prefix - st.released;
+    st.released = prefix;
+    if (r.end) st.done = {};
+    return r;
+  }
+
+ private:
+  struct state {
+    std::vector<bool> done;
+    std::size_t next = 0, released = 0;  // first unfinished item; elements released so far
+  };
+  std::mutex m_;
+  std::vector<state> s_;
+};
+
 inline std::string quoted(const std::filesystem::path& p) { return "'" + p.string() + "'"; }
 
 }  // namespace detail
@@ -229,15 +273,30 @@ class merge_engine {
     }
 
     detail::buffer_pool pool;
-    auto run_item = [&](const item& it, const execution& ex) {
-      auto buffers = pool.acquire();
-      process(w, plan_.tensors[it.tensor], it.first, it.count, ex, *buffers);
-      pool.release(std::move(buffers));
-      finish_item(ps, it.tensor, it.first, it.count);
-    };
+    detail::release_behind behind(plan_.tensors.size());
     const execution one{1};
-    parallel_for(chunked.size(), o_.exec, [&](std::size_t k) { run_item(chunked[k], one); });
-    parallel_for(small_whole.size(), o_.exec, [&](std::size_t k) { run_item(small_whole[k], one); });
+    parallel_for(chunked.size(), o_.exec, [&](std::size_t k) {
+      const item& it = chunked[k];
+      const planned_tensor& t = plan_.tensors[it.tensor];
+      auto buffers = pool.acquire();
+      process(w, t, it.first, it.count, one, *buffers);
+      pool.release(std::move(buffers));
+      const auto r = behind.finished(it.tensor, t.elements, chunk, it.first, release_step(t));
+      if (r.end)
+        release_inputs(t, r.first, r.count);
+      else if (r.count != 0)
+        release_consumed(t, r.first, r.count);
+      finish_item(ps, it.tensor, it.first, it.count);
+    });
+    parallel_for(small_whole.size(), o_.exec, [&](std::size_t k) {
+      const item& it = small_whole[k];
+      const planned_tensor& t = plan_.tensors[it.tensor];
+      auto buffers = pool.acquire();
+      process(w, t, it.first, it.count, one, *buffers);
+      pool.release(std::move(buffers));
+      release_inputs(t, it.first, it.count);
+      finish_item(ps, it.tensor, it.first, it.count);
+    });
     // Large whole tensors one at a time, every thread inside each; tensor j is written by a
     // second thread while tensor j + 1 merges (the write is a serial copy into the page
     // cache: on its own it would leave the other cores idle).
@@ -424,7 +483,11 @@ class merge_engine {
     std::size_t largest = 0;
     for (const auto& t : plan_.tensors) largest = std::max(largest, t.elements);
     const std::uint64_t chunk = std::min(std::max<std::size_t>(parallel_chunk, o_.chunk_elements), largest);
-    const std::uint64_t chunk_peak = plan_.threads * chunk * per_element;
+    // Chunked: each thread's item, plus the inputs' finished prefix not yet dropped (up to a
+    // release step, and the items finished ahead of an unfinished one).
+    std::uint64_t input_sources = 0;
+    for (const auto& t : plan_.tensors) input_sources = std::max<std::uint64_t>(input_sources, t.sources.size());
+    const std::uint64_t chunk_peak = 2 * plan_.threads * chunk * per_element + input_sources * release_step_bytes;
     std::uint64_t whole_peak = 0, largest_output = 0;  // the previous tensor's output is being written
     if (plan_.whole_tensors)
       for (const auto& t : plan_.tensors)
@@ -518,7 +581,18 @@ class merge_engine {
       w.write(t.name, t.sources[0]->data().subspan(first * es, count * es), first * es);  // straight from the map
     else
       w.write(t.name, produce(t, first, count, ex, b), first * es);
-    release_inputs(t, first, count);
+  }
+
+  // How far a chunked tensor's finished prefix moves between drops of its inputs (elements):
+  // release_step_bytes of its widest input. task_arithmetic of the 0.57B benchmark set
+  // (docs/performance.md), best of 5 alternating runs: 0.39-0.40 s dropping each item's
+  // range, 0.35-0.37 s with 16 MiB steps (peak RSS 36-44 -> 92 MiB), 0.34-0.36 s with 64 MiB
+  // (284 MiB).
+  static constexpr std::size_t release_step_bytes = std::size_t{16} << 20;
+  static std::size_t release_step(const planned_tensor& t) {
+    std::size_t widest = 1;
+    for (const auto* s : t.sources) widest = std::max(widest, dtype_size(s->type()));
+    return release_step_bytes / widest;
   }
 
   // [first, first + count) of t merged (or, for a copy, converted to the output dtype) into
