@@ -274,13 +274,15 @@ class merge_engine {
 
     detail::buffer_pool pool;
     detail::release_behind behind(plan_.tensors.size());
-    const execution one{1};
+    auto run_item = [&](const item& it) {
+      auto buffers = pool.acquire();
+      process(w, plan_.tensors[it.tensor], it.first, it.count, execution{1}, *buffers);
+      pool.release(std::move(buffers));
+    };
     parallel_for(chunked.size(), o_.exec, [&](std::size_t k) {
       const item& it = chunked[k];
       const planned_tensor& t = plan_.tensors[it.tensor];
-      auto buffers = pool.acquire();
-      process(w, t, it.first, it.count, one, *buffers);
-      pool.release(std::move(buffers));
+      run_item(it);
       const auto r = behind.finished(it.tensor, t.elements, chunk, it.first, release_step(t));
       if (r.end)
         release_inputs(t, r.first, r.count);
@@ -290,11 +292,8 @@ class merge_engine {
     });
     parallel_for(small_whole.size(), o_.exec, [&](std::size_t k) {
       const item& it = small_whole[k];
-      const planned_tensor& t = plan_.tensors[it.tensor];
-      auto buffers = pool.acquire();
-      process(w, t, it.first, it.count, one, *buffers);
-      pool.release(std::move(buffers));
-      release_inputs(t, it.first, it.count);
+      run_item(it);
+      release_inputs(plan_.tensors[it.tensor], it.first, it.count);
       finish_item(ps, it.tensor, it.first, it.count);
     });
     // Large whole tensors one at a time, every thread inside each; tensor j is written by a
