@@ -242,7 +242,7 @@ inline std::size_t band_body_avx512(std::size_t n, std::uint32_t first_pos, cons
     w += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(band)));
   }
   t.above += above;
-  heavy.finish(q.n_heavy, t);
+  if (any_heavy) heavy.finish(q.n_heavy, t);
   return w;
 }
 #endif
@@ -386,7 +386,7 @@ inline void band_scan_many(const void* const* x, std::size_t m, const void* b, b
   for (std::size_t i = 0; i < m; ++i) {
     band_target& o = targets[i];
     o.t->above += lanes[i].above;
-    lanes[i].heavy.finish(o.q->n_heavy, *o.t);
+    if (lanes[i].any_heavy) lanes[i].heavy.finish(o.q->n_heavy, *o.t);
     o.written = lanes[i].written;
   }
 #endif
