@@ -89,7 +89,7 @@ void print_plan(const merge_engine& e, const std::string& out) {
   std::printf("  memory      about %s at peak beyond the program itself (%s)\n",
               human_bytes(static_cast<double>(p.memory_estimate)).c_str(),
               p.whole_tensors ? "the largest tensor's inputs, mapped, and two output buffers, one being written"
-                              : "a chunk buffer and the chunk's mapped inputs per thread");
+                              : "chunk buffers, and the inputs' mapped pages until released in 16 MiB steps");
   const double bw = measure_copy_bandwidth();
   const double seconds =
       (static_cast<double>(p.input_bytes) * p.read_passes + static_cast<double>(p.output_bytes)) / (bw * 0.5);
