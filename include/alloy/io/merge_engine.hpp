@@ -160,9 +160,11 @@ class buffer_pool {
 // claimed in order and finish in about that order; each finished item extends the tensor's
 // finished prefix, and the inputs below it are dropped once the prefix has moved `step`
 // elements past the last drop, and the rest when the tensor is done. Dropping each item's
-// range as it finished (the earlier way) also dropped blocks that the neighbouring item, on
-// the other thread, was still reading, which it then faulted in again, and interrupted every
-// core once per item and input (each drop flushes their TLBs).
+// range as it finished (the earlier way) interrupted the other cores once per item and
+// input (each drop flushes their TLBs) and dropped blocks that the neighbouring item was
+// still reading, which it faulted in again: in task_arithmetic of the 0.57B benchmark set,
+// 2118-2300 TLB shootdowns (/proc/interrupts) and 8942-9125 page faults (perf stat) before,
+// 538-552 and 8653-8671 with 16 MiB steps.
 class release_behind {
  public:
   struct range {

@@ -75,42 +75,35 @@ inline bool tau_in_registers(const sparse_job& job, std::size_t i, bool storage_
 }
 
 // The position of the left-th (1-based) entry with magnitude key `key` of model i's tau in
-// [first, last), which holds at least `left` of them: counted tile by tile (band_scan on the
-// stored pair where the filter pass computed tau so, a band of that one heavy key; else
-// count_equal over the produced tau), then found in its tile.
+// [first, last), which holds at least `left` of them, tile by tile: where the filter pass
+// computed tau in registers, band_scan over the stored pair with the band [key, key] and no
+// heavy key writes each such entry's position; else count_equal and find_nth_equal over the
+// produced tau.
 inline std::size_t nth_tie(const sparse_job& job, std::size_t i, std::size_t first, std::size_t last, std::uint32_t key,
                            std::size_t left, bool storage_precision) {
-  const task_vector_producer produce{std::span(&job, 1), i, storage_precision};
   const bool raw = tau_in_registers(job, i, storage_precision), bf16 = job.base.type == dtype::bf16;
-  kernels::band_query q{key, key};
-  q.set_heavy(std::span(&key, 1));
-  // The band is its one heavy key, so band_scan writes no entry; room as its contract asks.
-  std::vector<std::uint32_t> unused(2 * (sparse_tile + kernels::band_slack));
-  float tile[sparse_tile];
+  const kernels::band_query q{key, key};
+  std::vector<std::uint32_t> keys(raw ? sparse_tile + kernels::band_slack : 0), where(keys.size());
+  std::vector<float> tile(raw ? 0 : sparse_tile);
+  const task_vector_producer produce{std::span(&job, 1), i, storage_precision};
   for (std::size_t pos = first; pos < last; pos += sparse_tile) {
     const std::size_t len = std::min(sparse_tile, last - pos);
-    std::size_t e;
     if (raw) {
       kernels::band_tally t;
-      std::uint32_t* const k = unused.data();
-      std::uint32_t* const p = k + sparse_tile + kernels::band_slack;
-      if (bf16)
-        kernels::band_scan_bf16(static_cast<const std::uint16_t*>(job.models[i].data) + pos,
-                                static_cast<const std::uint16_t*>(job.base.data) + pos, len, 0, q, t, k, p);
-      else
-        kernels::band_scan(static_cast<const float*>(job.models[i].data) + pos, static_cast<const float*>(job.base.data) + pos,
-                           len, 0, q, t, k, p);
-      e = t.heavy_count[0];
+      const std::size_t w =
+          bf16 ? kernels::band_scan_bf16(static_cast<const std::uint16_t*>(job.models[i].data) + pos,
+                                         static_cast<const std::uint16_t*>(job.base.data) + pos, len, 0, q, t, keys.data(),
+                                         where.data())
+               : kernels::band_scan(static_cast<const float*>(job.models[i].data) + pos,
+                                    static_cast<const float*>(job.base.data) + pos, len, 0, q, t, keys.data(), where.data());
+      if (left <= w) return pos + where[left - 1];
+      left -= w;
     } else {
-      produce(0, pos, len, tile);
-      e = kernels::count_equal(tile, len, key);
-    }
-    if (left > e) {
+      produce(0, pos, len, tile.data());
+      const std::size_t e = kernels::count_equal(tile.data(), len, key);
+      if (left <= e) return pos + kernels::find_nth_equal(tile.data(), len, key, left - 1);
       left -= e;
-      continue;
     }
-    if (raw) produce(0, pos, len, tile);
-    return pos + kernels::find_nth_equal(tile, len, key, left - 1);
   }
   return last;  // not reached when [first, last) holds `left` such entries
 }
