@@ -1,8 +1,9 @@
 // kernels::fused_merge_tile (kernels/sparse_fused.hpp) must give bit for bit what the tile
 // path gives: tau = x - b (kernels::difference), the mask (keep_band / keep_random), then
 // kernels::stream with the combine functor. Every tile length up to a few batches and a full
-// tile, f32 and bf16 rows, every mask kind (scaled and not), NaN and Inf, the TIES and the
-// linear functors.
+// tile, f32 and bf16 rows, 1 to 5 models (1-4 take the row count as a template argument, 5 a
+// loop), every mask kind (scaled and not), the top-k's ties at every position of the tile
+// (none, some, all), NaN and Inf, the TIES and the linear functors.
 #include <alloy/core/bf16.hpp>
 #include <alloy/kernels/sparse_fused.hpp>
 #include <alloy/kernels/stream.hpp>
@@ -15,6 +16,7 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <span>
 #include <vector>
 
 using namespace alloy;
@@ -63,26 +65,19 @@ TEST_CASE("fused merge tile equals the tile path", "[kernels][sparse]") {
   std::mt19937 gen(11);
   std::normal_distribution<float> d;
   std::uniform_real_distribution<float> uni(0.f, 1.f);
-  const std::vector<float> w{0.5f, -0.3f, 0.2f, 1.0f};
-  task_vector_combine<float> ties_f;
-  ties_f.weights = w;
-  ties_f.kind = combine_kind::ties;
-  ties_f.divide = true;
-  task_vector_combine<float> linear_f;
-  linear_f.weights = w;
-  linear_f.scale = true;
-  linear_f.lambda = 0.7f;
+  const std::vector<float> w{0.5f, -0.3f, 0.2f, 1.0f, -0.8f};
+  constexpr std::size_t rows = 5;
   std::size_t compared = 0;
   for (std::size_t len : {0u, 1u, 5u, 15u, 16u, 17u, 31u, 33u, 64u, 79u, 2048u})
     for (bool bf : {false, true}) {
       std::vector<float> base(len);
-      std::vector<std::vector<float>> x(4, std::vector<float>(len));
-      std::vector<std::vector<std::uint16_t>> xh(4, std::vector<std::uint16_t>(len));
+      std::vector<std::vector<float>> x(rows, std::vector<float>(len));
+      std::vector<std::vector<std::uint16_t>> xh(rows, std::vector<std::uint16_t>(len));
       std::vector<std::uint16_t> bh(len);
-      std::vector<std::vector<float>> u(4, std::vector<float>(len));
+      std::vector<std::vector<float>> u(rows, std::vector<float>(len));
       for (std::size_t j = 0; j < len; ++j) {
         base[j] = d(gen);
-        for (std::size_t i = 0; i < 4; ++i) {
+        for (std::size_t i = 0; i < rows; ++i) {
           x[i][j] = j % 5 == 0 ? base[j] + 0.25f : base[j] + 0.1f * d(gen);
           if (j % 23 == 3 && i == 1) x[i][j] = std::numeric_limits<float>::quiet_NaN();
           if (j % 29 == 4 && i == 2) x[i][j] = std::numeric_limits<float>::infinity();
@@ -91,19 +86,21 @@ TEST_CASE("fused merge tile equals the tile path", "[kernels][sparse]") {
         if (bf) {  // the rows hold bf16 values; the tile path reads them widened
           bh[j] = bf16(base[j]).bits;
           base[j] = static_cast<float>(bf16::from_bits(bh[j]));
-          for (std::size_t i = 0; i < 4; ++i) {
+          for (std::size_t i = 0; i < rows; ++i) {
             xh[i][j] = bf16(x[i][j]).bits;
             x[i][j] = static_cast<float>(bf16::from_bits(xh[i][j]));
           }
         }
       }
-      std::vector<fused_input> in(4);
+      std::vector<fused_input> in(rows);
       in[0].mask = fused_mask::topk;  // the cut in a tie group at 0.25, ties kept before len / 2
       in[0].key = magnitude_key(bf ? static_cast<float>(bf16::from_bits(xh[0].empty() ? 0 : xh[0][0])) -
                                          static_cast<float>(bf16::from_bits(bh.empty() ? 0 : bh[0]))
                                    : 0.25f);
       in[0].ties = len / 2;
       in[0].scale = 1.5f;
+      in[4] = in[0];  // the same cut with no tie kept in this tile
+      in[4].ties = 0;
       in[1].mask = fused_mask::random;
       in[1].u = u[1].data();
       in[1].p = 0.3f;
@@ -112,29 +109,39 @@ TEST_CASE("fused merge tile equals the tile path", "[kernels][sparse]") {
       in[2].multiply = true;
       in[2].scale = 0.5f;
       in[3].mask = len % 2 ? fused_mask::none : fused_mask::all;
-      for (std::size_t i = 0; i < 4; ++i) {
+      for (std::size_t i = 0; i < rows; ++i) {
         in[i].data = bf ? static_cast<const void*>(xh[i].data()) : x[i].data();
         in[i].bf16 = bf;
       }
       const void* b = bf ? static_cast<const void*>(bh.data()) : base.data();
+      for (std::size_t n = 1; n <= rows; ++n)
       for (int which = 0; which < 2; ++which) {
-        CAPTURE(len, bf, which);
+        CAPTURE(len, bf, n, which);
+        task_vector_combine<float> ties_f;
+        ties_f.weights = std::span(w.data(), n);
+        ties_f.kind = combine_kind::ties;
+        ties_f.divide = true;
+        task_vector_combine<float> linear_f;
+        linear_f.weights = std::span(w.data(), n);
+        linear_f.scale = true;
+        linear_f.lambda = 0.7f;
+        const std::vector<std::vector<float>> xn(x.begin(), x.begin() + static_cast<std::ptrdiff_t>(n));
         std::vector<float> got(len, -7.f);
         std::vector<float> want;
         if (which == 0) {
-          fused_merge_tile(b, bf, in.data(), 4, got.data(), false, len, 4096, ties_f);
-          want = tile_path(base, x, in, len, ties_f);
+          fused_merge_tile(b, bf, in.data(), n, got.data(), false, len, 4096, ties_f);
+          want = tile_path(base, xn, in, len, ties_f);
         } else {
-          fused_merge_tile(b, bf, in.data(), 4, got.data(), false, len, 4096, linear_f);
-          want = tile_path(base, x, in, len, linear_f);
+          fused_merge_tile(b, bf, in.data(), n, got.data(), false, len, 4096, linear_f);
+          want = tile_path(base, xn, in, len, linear_f);
         }
         CHECK(same_bytes(got.data(), want.data(), len * sizeof(float)));
         // The same tile stored as bf16: kernels::convert's rounding of the float result.
         std::vector<std::uint16_t> got16(len + 1, 0x1234), want16(len + 1, 0x1234);
         if (which == 0)
-          fused_merge_tile(b, bf, in.data(), 4, got16.data(), true, len, 4096, ties_f);
+          fused_merge_tile(b, bf, in.data(), n, got16.data(), true, len, 4096, ties_f);
         else
-          fused_merge_tile(b, bf, in.data(), 4, got16.data(), true, len, 4096, linear_f);
+          fused_merge_tile(b, bf, in.data(), n, got16.data(), true, len, 4096, linear_f);
         for (std::size_t j = 0; j < len; ++j) want16[j] = bf16(want[j]).bits;
         CHECK(got16 == want16);
         // With non-temporal stores (an output aligned to a 64-byte batch): the same bits.
@@ -142,7 +149,7 @@ TEST_CASE("fused merge tile equals the tile path", "[kernels][sparse]") {
           std::vector<unsigned char> raw(len * sizeof(float) + 128, 0xab);
           void* aligned = raw.data() + (64 - reinterpret_cast<std::uintptr_t>(raw.data()) % 64);
           for (bool h : {false, true}) {
-            fused_merge_tile(b, bf, in.data(), 4, aligned, h, len, 4096, which == 0 ? ties_f : linear_f, true);
+            fused_merge_tile(b, bf, in.data(), n, aligned, h, len, 4096, which == 0 ? ties_f : linear_f, true);
             if (h)
               CHECK(same_bytes(aligned, want16.data(), len * sizeof(std::uint16_t)));
             else
@@ -152,5 +159,38 @@ TEST_CASE("fused merge tile equals the tile path", "[kernels][sparse]") {
         compared += len;
       }
     }
-  CHECK(compared > 8000);
+  CHECK(compared > 5 * 8000);
+}
+
+// set_topk: every tie kept becomes key > k - 1 with no ties, which keeps the same entries,
+// in the batches and the scalar tail; a cut at key 0 keeps its form (k - 1 would wrap).
+TEST_CASE("fused top-k with every tie kept", "[kernels][sparse]") {
+  const std::size_t len = 37;  // two batches and a tail
+  std::vector<float> base(len, 1.f), x(len);
+  for (std::size_t j = 0; j < len; ++j) x[j] = 1.f + (j % 3 == 0 ? 0.5f : j % 3 == 1 ? 0.25f : 0.f);
+  task_vector_combine<float> f;
+  const std::vector<float> w{1.f};
+  f.weights = w;
+  f.add_base = false;
+  for (float cut : {0.25f, 0.f}) {
+    CAPTURE(cut);
+    fused_input plain;
+    plain.data = x.data();
+    plain.mask = fused_mask::topk;
+    plain.key = magnitude_key(cut);
+    plain.ties = len;
+    fused_input set = plain;
+    set.set_topk(plain.key, 5 * len, len);  // tie limits past the tile clamp to len
+    CHECK(set.ties == (cut == 0.f ? len : 0));
+    CHECK(set.key == (cut == 0.f ? 0u : plain.key - 1));
+    std::vector<float> got(len), want(len);
+    fused_merge_tile(base.data(), false, &set, 1, got.data(), false, len, 0, f);
+    fused_merge_tile(base.data(), false, &plain, 1, want.data(), false, len, 0, f);
+    CHECK(same_bytes(got.data(), want.data(), len * sizeof(float)));
+    // tau = 0.5, 0.25, 0: the 0.25s are the kept ties; with the cut at 0 every entry is kept
+    for (std::size_t j = 0; j < len; ++j) CHECK(got[j] == x[j] - 1.f);
+  }
+  fused_input some;
+  some.set_topk(7, 3, len);  // some ties kept: stored as given
+  CHECK((some.key == 7 && some.ties == 3));
 }

@@ -18,6 +18,8 @@
 
 #include <alloy/kernels/simd.hpp>
 
+#include <cmath>
+#include <concepts>
 #include <cstddef>
 #include <span>
 
@@ -25,6 +27,19 @@ namespace alloy::kernels {
 
 enum class combine_kind : unsigned char { linear, ties };
 enum class vote_denominator : unsigned char { weight_sum, count };
+
+// Whether u agrees with the elected sign, given flip = +0 (sign +) or -0 (sign -): u > 0 or
+// u < 0. A batch flips u's sign bit by flip and tests > 0 (two instructions instead of two
+// compares and three mask operations); a zero or NaN u agrees with neither sign either way.
+template <std::floating_point C>
+bool agrees(C u, C flip) noexcept {
+  return std::signbit(flip) ? u < 0 : u > 0;
+}
+template <class V>
+  requires(!std::floating_point<V>)
+auto agrees(const V& u, const V& flip) noexcept {
+  return (u ^ flip) > V(0);
+}
 
 template <class C>
 struct task_vector_combine {
@@ -40,24 +55,30 @@ struct task_vector_combine {
   C lambda = 1;
   bool add_base = true;
 
+  // Inlined, and n taken from the pack (equal to weights.size()): a fused merge's pack knows
+  // it at compile time, so the loops below unroll and the rows stay in registers.
   template <class P>
-  auto operator()(const P& x) const noexcept {
+  ALLOY_ALWAYS_INLINE auto operator()(const P& x) const noexcept {
     using V = decltype(x[0]);
-    const std::size_t n = weights.size();
+    const std::size_t n = x.size() - 1;
     const V zero(C(0)), one(C(1));
     V mixed = zero;
     if (kind == combine_kind::linear) {
       mixed = x[1] * V(weights[0]);
+#pragma GCC unroll 4
       for (std::size_t i = 1; i < n; ++i) mixed = mixed + x[1 + i] * V(weights[i]);
       if (divide) mixed = mixed / V(linear_divisor);
     } else {
       V vote = zero;
+#pragma GCC unroll 4
       for (std::size_t i = 0; i < n; ++i) {
         const V u = weighted_vote ? x[1 + i] * V(weights[i]) : x[1 + i];
         vote = vote + (count_vote ? kernels::select(u > zero, one, zero) - kernels::select(u < zero, one, zero) : u);
       }
       const auto positive = zero_vote_positive ? vote >= zero : vote > zero;
       V denom = zero;
+      const V flip = kernels::select(positive, zero, V(C(-0.0)));
+#pragma GCC unroll 4
       for (std::size_t i = 0; i < n; ++i) {
         const V t = x[1 + i];
         const V v = t * V(weights[i]);
@@ -66,7 +87,7 @@ struct task_vector_combine {
         // adding [agree] * w_i exactly: the -0 that 0 * w_i gives for a negative weight
         // leaves every sum as it is. (4-5 % of a ties merge of bf16 checkpoints, measured
         // against the 0/1 float form with make_llama_checkpoint --method-time.)
-        const auto agree = (u > zero && positive) || (u < zero && !positive);
+        const auto agree = agrees(u, flip);
         mixed = mixed + kernels::select(agree, v, zero);
         denom = denom + kernels::select(agree, denominator == vote_denominator::count ? one : V(weights[i]), zero);
       }

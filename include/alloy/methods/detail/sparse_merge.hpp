@@ -472,9 +472,7 @@ void run_sparse_merge(std::span<const sparse_job> jobs, bool storage_precision, 
           case tv_mask::kind::all: x.mask = kernels::fused_mask::all; break;
           case tv_mask::kind::none: x.mask = kernels::fused_mask::none; break;
           case tv_mask::kind::topk:
-            x.mask = kernels::fused_mask::topk;
-            x.key = m.keep.key;
-            x.ties = std::min(m.keep.tie_limit(pos, len), len);
+            x.set_topk(m.keep.key, m.keep.tie_limit(pos, len), len);
             break;
           default:  // random (fused_merge_job admits no other kind)
             x.mask = kernels::fused_mask::random;
