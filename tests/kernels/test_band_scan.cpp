@@ -128,31 +128,36 @@ TEST_CASE("band_scan accumulates over tiles", "[kernels][topk][band]") {
 }
 
 TEST_CASE("band_scan_many equals band_scan per model", "[kernels][topk][band]") {
-  // Four models with the four queries above (one each), over one base, f32 and bf16, on
-  // lengths around the SIMD batch; each target starts with entries and counts already there
-  // (a later tile), which band_scan_many must add to.
+  // One to five models (1-4 take the count as a template argument, 5 a loop) with the four
+  // queries above (model i the query i mod 4), over one base, f32 and bf16, on lengths around
+  // the SIMD batch and past a counter widening (every 15 batches); each target starts with
+  // entries and counts already there (a later tile), which band_scan_many must add to.
   std::mt19937 gen(11);
   std::normal_distribution<float> d;
-  const std::vector<band_query> queries = test_queries();
-  const std::size_t m = queries.size(), before = 5;
-  for (const std::size_t n : {std::size_t{0}, std::size_t{15}, std::size_t{16}, std::size_t{47}, std::size_t{200}}) {
+  const std::vector<band_query> four = test_queries();
+  std::vector<band_query> queries = four;
+  queries.push_back(four[0]);
+  const std::size_t models = queries.size(), before = 5;
+  for (const std::size_t n :
+       {std::size_t{0}, std::size_t{15}, std::size_t{16}, std::size_t{47}, std::size_t{200}, std::size_t{1000}}) {
     std::vector<float> b(n);
     std::vector<std::uint16_t> bh(n);
-    std::vector<std::vector<float>> x(m, std::vector<float>(n));
-    std::vector<std::vector<std::uint16_t>> xh(m, std::vector<std::uint16_t>(n));
+    std::vector<std::vector<float>> x(models, std::vector<float>(n));
+    std::vector<std::vector<std::uint16_t>> xh(models, std::vector<std::uint16_t>(n));
     for (std::size_t j = 0; j < n; ++j) {
       b[j] = d(gen);
       bh[j] = bf16(b[j]).bits;
     }
-    for (std::size_t i = 0; i < m; ++i)
+    for (std::size_t i = 0; i < models; ++i)
       for (std::size_t j = 0; j < n; ++j) {
         const int pick = static_cast<int>((j + i) % 7);
         x[i][j] = pick == 0 ? b[j] + 0.25f : pick == 1 ? b[j] - 0.5f : pick == 2 ? b[j] : b[j] + d(gen);
         if (j % 29 == 3 + i) x[i][j] = std::numeric_limits<float>::quiet_NaN();
         xh[i][j] = bf16(x[i][j]).bits;
       }
+    for (std::size_t m = 1; m <= models; ++m)
     for (const bool half : {false, true}) {
-      CAPTURE(n, half);
+      CAPTURE(n, m, half);
       std::vector<band_tally> t(m), want_t(m);
       std::vector<std::vector<std::uint32_t>> keys(m, std::vector<std::uint32_t>(before + n + band_slack)),
           pos = keys, want_keys = keys, want_pos = keys;

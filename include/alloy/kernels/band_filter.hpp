@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <cstring>
 #include <span>
+#include <type_traits>
 
 #if !ALLOY_FORCE_SCALAR && defined(__AVX512F__)
 #include <immintrin.h>
@@ -314,14 +315,19 @@ struct band_target {
   std::size_t written;
 };
 
-inline void band_scan_many(const void* const* x, std::size_t m, const void* b, bool bf16, std::size_t n,
-                           std::uint32_t first_pos, band_target* targets) noexcept {
+namespace detail {
+// band_scan_many for N models (N != 0, known at compile time: the lanes stay in registers and
+// the loops over models unroll) or m (N == 0), stored as bf16 or f32.
+template <std::size_t N, bool bf16>
+void band_scan_many_n(const void* const* x, std::size_t m, const void* b, std::size_t n, std::uint32_t first_pos,
+                      band_target* targets) noexcept {
   std::size_t j = 0;
+  if constexpr (N != 0) m = N;
 #if ALLOY_BAND_AVX512
   const __m512i sign = _mm512_set1_epi32(0x7fffffff);
   const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  auto load = [bf16](const void* p, std::size_t i) {
-    if (bf16)
+  auto load = [](const void* p, std::size_t i) {
+    if constexpr (bf16)
       return _mm512_castsi512_ps(_mm512_slli_epi32(
           _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const std::uint16_t*>(p) + i))),
           16));
@@ -337,7 +343,8 @@ inline void band_scan_many(const void* const* x, std::size_t m, const void* b, b
     std::size_t above, written;
     std::uint32_t *keys, *positions;
   };
-  lane lanes[band_max_models];
+  lane lanes[N != 0 ? N : band_max_models];
+#pragma GCC unroll 4
   for (std::size_t i = 0; i < m; ++i) {
     const band_query& q = *targets[i].q;
     lane& l = lanes[i];
@@ -355,6 +362,7 @@ inline void band_scan_many(const void* const* x, std::size_t m, const void* b, b
   const std::size_t esize = bf16 ? 2 : 4;
   for (unsigned since_widen = 0; j + 16 <= n; j += 16) {
     if (since_widen == 15) {
+#pragma GCC unroll 4
       for (std::size_t i = 0; i < m; ++i) lanes[i].heavy.widen();
       since_widen = 0;
     }
@@ -362,9 +370,11 @@ inline void band_scan_many(const void* const* x, std::size_t m, const void* b, b
     if ((j * esize) % 64 == 0) {
       const std::size_t ahead = j * esize + band_prefetch_bytes;
       _mm_prefetch(static_cast<const char*>(b) + ahead, _MM_HINT_T0);
+#pragma GCC unroll 4
       for (std::size_t i = 0; i < m; ++i) _mm_prefetch(static_cast<const char*>(x[i]) + ahead, _MM_HINT_T0);
     }
     const __m512 bv = load(b, j);
+#pragma GCC unroll 4
     for (std::size_t i = 0; i < m; ++i) {
       lane& l = lanes[i];
       const __m512i k = _mm512_and_si512(_mm512_castps_si512(_mm512_sub_ps(load(x[i], j), bv)), sign);
@@ -403,6 +413,27 @@ inline void band_scan_many(const void* const* x, std::size_t m, const void* b, b
                              first_pos + static_cast<std::uint32_t>(j), *o.q, *o.t, o.keys + o.written,
                              o.positions + o.written);
   }
+}
+}  // namespace detail
+
+// The row count and the storage as template arguments for up to 4 models (ties method alone
+// on the 0.57B benchmark set: see docs/performance.md).
+inline void band_scan_many(const void* const* x, std::size_t m, const void* b, bool bf16, std::size_t n,
+                           std::uint32_t first_pos, band_target* targets) noexcept {
+  auto run = [&](auto is_bf16) {
+    constexpr bool h = decltype(is_bf16)::value;
+    switch (m) {
+      case 1: return detail::band_scan_many_n<1, h>(x, m, b, n, first_pos, targets);
+      case 2: return detail::band_scan_many_n<2, h>(x, m, b, n, first_pos, targets);
+      case 3: return detail::band_scan_many_n<3, h>(x, m, b, n, first_pos, targets);
+      case 4: return detail::band_scan_many_n<4, h>(x, m, b, n, first_pos, targets);
+      default: return detail::band_scan_many_n<0, h>(x, m, b, n, first_pos, targets);
+    }
+  };
+  if (bf16)
+    run(std::true_type{});
+  else
+    run(std::false_type{});
 }
 
 }  // namespace alloy::kernels
