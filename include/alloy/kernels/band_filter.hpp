@@ -21,7 +21,6 @@
 #include <cstdint>
 #include <cstring>
 #include <span>
-#include <type_traits>
 
 #if !ALLOY_FORCE_SCALAR && defined(__AVX512F__)
 #include <immintrin.h>
@@ -420,20 +419,13 @@ void band_scan_many_n(const void* const* x, std::size_t m, const void* b, std::s
 // on the 0.57B benchmark set: see docs/performance.md).
 inline void band_scan_many(const void* const* x, std::size_t m, const void* b, bool bf16, std::size_t n,
                            std::uint32_t first_pos, band_target* targets) noexcept {
-  auto run = [&](auto is_bf16) {
-    constexpr bool h = decltype(is_bf16)::value;
-    switch (m) {
-      case 1: return detail::band_scan_many_n<1, h>(x, m, b, n, first_pos, targets);
-      case 2: return detail::band_scan_many_n<2, h>(x, m, b, n, first_pos, targets);
-      case 3: return detail::band_scan_many_n<3, h>(x, m, b, n, first_pos, targets);
-      case 4: return detail::band_scan_many_n<4, h>(x, m, b, n, first_pos, targets);
-      default: return detail::band_scan_many_n<0, h>(x, m, b, n, first_pos, targets);
-    }
-  };
-  if (bf16)
-    run(std::true_type{});
-  else
-    run(std::false_type{});
+  with_small_count(m, [&](auto rows) {
+    constexpr std::size_t N = decltype(rows)::value;
+    if (bf16)
+      detail::band_scan_many_n<N, true>(x, m, b, n, first_pos, targets);
+    else
+      detail::band_scan_many_n<N, false>(x, m, b, n, first_pos, targets);
+  });
 }
 
 }  // namespace alloy::kernels

@@ -65,6 +65,21 @@ inline xsimd::batch<C, A> select(const xsimd::batch_bool<C, A>& m, const xsimd::
 }
 #endif
 
+// f(std::integral_constant<std::size_t, N>{}) with N = rows for 1 <= rows <= 4, else N = 0:
+// a kernel looping over its models (the fused sparse merge, the band scan) takes the count
+// as a template argument where it is small, so its per-model state stays in registers and
+// its loops unroll; N == 0 means "use the runtime count".
+template <class F>
+ALLOY_ALWAYS_INLINE decltype(auto) with_small_count(std::size_t rows, const F& f) {
+  switch (rows) {
+    case 1: return f(std::integral_constant<std::size_t, 1>{});
+    case 2: return f(std::integral_constant<std::size_t, 2>{});
+    case 3: return f(std::integral_constant<std::size_t, 3>{});
+    case 4: return f(std::integral_constant<std::size_t, 4>{});
+    default: return f(std::integral_constant<std::size_t, 0>{});
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // 16-bit storage in registers: load_widen(p) reads W bf16/fp16 values as one vec<float>,
 // store_narrow<nt>(p, v) rounds and writes them. Bit for bit the scalar conversions of

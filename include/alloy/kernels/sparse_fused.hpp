@@ -233,18 +233,15 @@ void fused_merge_tile_n(const void* base, bool base_bf16, const fused_input* in,
 }  // namespace detail
 
 // The row count as a template argument for up to 4 models: the rows then stay in registers
-// and every per-model loop unrolls (against one loop over n: 21-22 -> 16-17 ns per batch of
-// 16 for a mergekit ties of three bf16 models, in DRAM, 2 threads; a throwaway program).
+// and every per-model loop unrolls (against one loop over n, the functor inlined in both:
+// 19-20 -> 16-17.5 ns per batch of 16 for a mergekit ties of three bf16 models from DRAM,
+// 2 threads; a throwaway program, docs/performance.md).
 template <class F>
 void fused_merge_tile(const void* base, bool base_bf16, const fused_input* in, std::size_t n, void* out, bool out_bf16,
                       std::size_t len, std::size_t first, const F& f, bool nt = false) noexcept {
-  switch (n) {
-    case 1: return detail::fused_merge_tile_n<1>(base, base_bf16, in, n, out, out_bf16, len, first, f, nt);
-    case 2: return detail::fused_merge_tile_n<2>(base, base_bf16, in, n, out, out_bf16, len, first, f, nt);
-    case 3: return detail::fused_merge_tile_n<3>(base, base_bf16, in, n, out, out_bf16, len, first, f, nt);
-    case 4: return detail::fused_merge_tile_n<4>(base, base_bf16, in, n, out, out_bf16, len, first, f, nt);
-    default: return detail::fused_merge_tile_n<0>(base, base_bf16, in, n, out, out_bf16, len, first, f, nt);
-  }
+  with_small_count(n, [&](auto rows) {
+    detail::fused_merge_tile_n<decltype(rows)::value>(base, base_bf16, in, n, out, out_bf16, len, first, f, nt);
+  });
 }
 
 }  // namespace alloy::kernels
