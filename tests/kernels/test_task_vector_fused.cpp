@@ -2,8 +2,8 @@
 // path gives: tau = x - b (kernels::difference), the mask (keep_band / keep_random), then
 // kernels::stream with the combine functor. Every tile length up to a few batches and a full
 // tile, f32 and bf16 rows, 1 to 5 models (1-4 take the row count as a template argument, 5 a
-// loop), every mask kind (scaled and not), the top-k's ties at every position of the tile
-// (none, some, all), NaN and Inf, the TIES and the linear functors.
+// loop), every mask kind (scaled and not), a top-k keeping none or half of the tile's ties
+// (all kept: the next test case), NaN and Inf, the TIES and the linear functors.
 #include <alloy/core/bf16.hpp>
 #include <alloy/kernels/sparse_fused.hpp>
 #include <alloy/kernels/stream.hpp>

@@ -419,6 +419,7 @@ void band_scan_many_n(const void* const* x, std::size_t m, const void* b, std::s
 // on the 0.57B benchmark set: see docs/performance.md).
 inline void band_scan_many(const void* const* x, std::size_t m, const void* b, bool bf16, std::size_t n,
                            std::uint32_t first_pos, band_target* targets) noexcept {
+#if ALLOY_BAND_AVX512
   with_small_count(m, [&](auto rows) {
     constexpr std::size_t N = decltype(rows)::value;
     if (bf16)
@@ -426,6 +427,12 @@ inline void band_scan_many(const void* const* x, std::size_t m, const void* b, b
     else
       detail::band_scan_many_n<N, false>(x, m, b, n, first_pos, targets);
   });
+#else  // only the per-model scalar loop: a model count known at compile time buys nothing
+  if (bf16)
+    detail::band_scan_many_n<0, true>(x, m, b, n, first_pos, targets);
+  else
+    detail::band_scan_many_n<0, false>(x, m, b, n, first_pos, targets);
+#endif
 }
 
 }  // namespace alloy::kernels
