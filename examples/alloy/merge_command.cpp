@@ -85,11 +85,14 @@ void print_plan(const merge_engine& e, const std::string& out) {
   std::printf("  traffic     %s read, %s written\n", human_bytes(static_cast<double>(p.input_bytes)).c_str(),
               human_bytes(static_cast<double>(p.output_bytes)).c_str());
   std::printf("  threads     %u (%s)\n", p.threads,
-              p.whole_tensors ? "one tensor at a time, every thread inside it" : "chunks of tensors in parallel");
+              p.masked_chunks   ? "one tensor at a time, every thread finding its cuts, then its chunks in parallel"
+              : p.whole_tensors ? "one tensor at a time, every thread inside it"
+                                : "chunks of tensors in parallel");
   std::printf("  memory      about %s at peak beyond the program itself (%s)\n",
               human_bytes(static_cast<double>(p.memory_estimate)).c_str(),
-              p.whole_tensors ? "the largest tensor's inputs, mapped, and two output buffers, one being written"
-                              : "chunk buffers, and the inputs' mapped pages until released in 16 MiB steps");
+              p.masked_chunks   ? "the largest tensor's inputs, mapped, and chunk buffers"
+              : p.whole_tensors ? "the largest tensor's inputs, mapped, and two output buffers, one being written"
+                                : "chunk buffers, and the inputs' mapped pages until released in 16 MiB steps");
   const double bw = measure_copy_bandwidth();
   const double seconds =
       (static_cast<double>(p.input_bytes) * p.read_passes + static_cast<double>(p.output_bytes)) / (bw * 0.5);

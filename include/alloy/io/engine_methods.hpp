@@ -201,6 +201,13 @@ void apply_common(const recipe& r, const planned_tensor& t, O& o, const executio
   }
 }
 
+inline ties_options ties_options_of(const recipe& r, const planned_tensor& t, const execution& ex) {
+  ties_options o = ties_options::preset(r.preset);
+  o.densities = model_values(t.parameters, &tensor_parameters::model::density, 1.0);
+  apply_common(r, t, o, ex);
+  return o;
+}
+
 inline dare_options dare_options_of(const recipe& r, const planned_tensor& t, const execution& ex) {
   const tensor_parameters& p = t.parameters;
   dare_options o = dare_options::preset(r.preset);
@@ -568,9 +575,7 @@ inline void merge_tensor(const recipe& r, const merge_plan& plan, const method_s
       return;
     }
     case merge_method_id::ties: {
-      ties_options o = ties_options::preset(r.preset);
-      o.densities = densities;
-      common(o);
+      const ties_options o = ties_options_of(r, t, ex);
       if (st.ties_plan.active)
         merge_whole_model_ties(st.ties_plan, static_cast<std::size_t>(&t - plan.tensors.data()), o, base, models,
                                weights, out);
@@ -662,6 +667,53 @@ inline void merge_tensor(const recipe& r, const merge_plan& plan, const method_s
     }
   }
   throw recipe_error(recipe_where(r) + "merge method " + r.method_name + " is not supported");
+}
+
+// ---- ties in chunks ---------------------------------------------------------------------------
+
+// ties' only whole-tensor step is its trim masks (each model's top-k cut). Once a tensor's
+// masks are set, by alloy::detail::ties_prepare with every thread or by preset paper's
+// whole-model plan, the rest is element-wise: the engine then merges the tensor in chunks,
+// each into a chunk buffer written at its offset, as for task_arithmetic, instead of into a
+// buffer of the whole tensor. The bits are those of alloy::ties on the whole tensor
+// (alloy::detail::slice_job).
+struct masked_tensor {
+  alloy::detail::sparse_job job;  // the whole tensor: views of its inputs, masks set
+  ties_options options;
+  std::vector<double> weights;
+  bool majority_positive = false;
+};
+
+inline bool merges_masked(const recipe& r, const merge_plan& plan) {
+  return r.method == merge_method_id::ties && plan.has_base;
+}
+
+// Tensor t's masks, from `in` (the base, then the merged models, each the whole tensor).
+inline masked_tensor prepare_masked(const recipe& r, const merge_plan& plan, const method_state& st,
+                                    const planned_tensor& t, const std::vector<tensor_view>& in, const execution& ex) {
+  const std::size_t n = t.parameters.models.size();
+  masked_tensor m;
+  m.weights = model_weights(t.parameters, 1.0);
+  m.options = ties_options_of(r, t, ex);
+  m.job.name = t.name;
+  m.job.base = in.at(0);
+  m.job.models.assign(in.begin() + 1, in.begin() + 1 + static_cast<std::ptrdiff_t>(n));
+  m.job.out = {nullptr, t.elements, t.out_type};
+  if (st.ties_plan.active) {
+    m.job.masks = st.ties_plan.masks.at(static_cast<std::size_t>(&t - plan.tensors.data()));
+    m.majority_positive = st.ties_plan.majority_positive;
+  } else {
+    m.majority_positive = alloy::detail::ties_prepare(std::span(&m.job, 1), m.weights, m.options);
+  }
+  return m;
+}
+
+// Elements [first, first + count) of a prepared tensor into `out`, on the calling thread.
+inline void merge_masked(const masked_tensor& m, std::size_t first, std::size_t count, mutable_tensor_view out) {
+  const alloy::detail::sparse_job s = alloy::detail::slice_job(m.job, first, count, out);
+  ties_options o = m.options;
+  o.exec = execution{1};
+  alloy::detail::ties_merge(std::span(&s, 1), m.weights, o, m.majority_positive);
 }
 
 }  // namespace detail

@@ -126,11 +126,7 @@ inline void merge_whole_model_ties(const whole_model_ties& st, std::size_t tenso
                                    const std::vector<double>& weights, mutable_tensor_view out) {
   alloy::detail::sparse_job job = alloy::detail::tensor_job("ties", base, models, out);
   job.masks = st.masks.at(tensor_index);
-  const alloy::detail::linear_weights lw(weights);
-  const bool majority = st.majority_positive;
-  alloy::detail::run_sparse_merge(std::span(&job, 1), o.storage_precision, o.exec, [&](std::size_t, auto tag) {
-    return alloy::detail::ties_kernel<decltype(tag)>(lw.get<decltype(tag)>(), o, majority);
-  });
+  alloy::detail::ties_merge(std::span(&job, 1), weights, o, st.majority_positive);
 }
 
 }  // namespace alloy::io::detail

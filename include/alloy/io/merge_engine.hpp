@@ -45,9 +45,16 @@
 //     at its offset; the inputs are released behind the finished items in 16 MiB steps
 //     (detail::release_behind): peak = about 2 x threads x chunk x (output element size + the
 //     input element sizes) + 16 MiB per input, about 100 MB, whatever the model and tensor sizes;
-//   - methods that need a whole tensor (top-k thresholds, norms, row ranks, angles, linear
-//     solves: ties, magnitude_prune, dare_*, breadcrumbs*, della*, slerp, nuslerp, multislerp,
-//     karcher, model_stock, regmean) merge one tensor at a time with every thread working
+//   - ties (every preset) needs a whole tensor only for its trim masks (each model's top-k
+//     cut): a tensor of more than parallel_chunk elements whose inputs are aligned gets its
+//     masks with every thread working over the whole tensor in place, then merges in chunks
+//     of parallel_chunk elements as above (detail::masked_tensor; alloy::detail::slice_job
+//     keeps the whole tensor's bits): peak = the largest tensor's inputs (mapped, read whole by the cut) plus the
+//     chunks and the cut's sample and band entries, and no output buffer of a whole tensor;
+//   - other methods that need a whole tensor (top-k thresholds, norms, row ranks, angles,
+//     linear solves: magnitude_prune, dare_*, breadcrumbs*, della*, slerp, nuslerp,
+//     multislerp, karcher, model_stock, regmean, and ties' misaligned tensors) merge one
+//     tensor at a time with every thread working
 //     inside it, into one output buffer of that tensor, written (by a second thread) while
 //     the next tensor merges into a second buffer, so no core waits on the write: peak = the
 //     largest tensor's inputs (mapped) plus two output buffers, i.e. (N + 1) x input bytes +
@@ -258,6 +265,11 @@ class merge_engine {
       std::size_t tensor, first, count;
     };
     std::vector<item> chunked, small_whole, large_whole;
+    std::vector<std::size_t> masked;  // ties: a tensor's masks with every thread, then its chunks
+    // ties' chunks: each tensor's end is a barrier before the next one's cuts, where the last
+    // chunks leave a thread idle; 2^18 against 2^20 elements: 0.84-0.92 against 0.86-0.97 s
+    // (0.57B benchmark set, alternating, docs/performance.md).
+    const std::size_t masked_chunk = parallel_chunk;
     const std::size_t chunk =
         std::max<std::size_t>(parallel_chunk, o_.chunk_elements / parallel_chunk * parallel_chunk);
     for (std::size_t j = 0; j < plan_.tensors.size(); ++j) {
@@ -267,6 +279,9 @@ class merge_engine {
         for (std::size_t s = 0; s < t.elements; s += chunk, ++items)
           chunked.push_back({j, s, std::min(chunk, t.elements - s)});
         if (t.elements == 0) chunked.push_back({j, 0, 0}), ++items;
+      } else if (in_chunks_after_masks(t)) {
+        masked.push_back(j);
+        items = (t.elements + masked_chunk - 1) / masked_chunk;
       } else {
         (t.elements <= parallel_chunk ? small_whole : large_whole).push_back({j, 0, t.elements});
         items = 1;
@@ -298,6 +313,27 @@ class merge_engine {
       release_inputs(plan_.tensors[it.tensor], it.first, it.count);
       finish_item(ps, it.tensor, it.first, it.count);
     });
+    for (const std::size_t j : masked) {
+      const planned_tensor& t = plan_.tensors[j];
+      std::vector<tensor_view> whole;
+      for (const auto* src : t.sources) whole.push_back(src->view());
+      const detail::masked_tensor m = detail::prepare_masked(r_, plan_, method_, t, whole, o_.exec);
+      const std::size_t es = dtype_size(t.out_type);
+      parallel_for((t.elements + masked_chunk - 1) / masked_chunk, o_.exec, [&](std::size_t k) {
+        const std::size_t first = k * masked_chunk, count = std::min(masked_chunk, t.elements - first);
+        auto buffers = pool.acquire();
+        const mutable_tensor_view out{buffers->out.get(count * es), count, t.out_type};
+        detail::merge_masked(m, first, count, out);
+        w.write(t.name, {static_cast<const std::byte*>(out.data), out.bytes()}, first * es);
+        pool.release(std::move(buffers));
+        const auto r = behind.finished(j, t.elements, masked_chunk, first, release_step(t));
+        if (r.end)
+          release_inputs(t, r.first, r.count);
+        else if (r.count != 0)
+          release_consumed(t, r.first, r.count);
+        finish_item(ps, j, first, count);
+      });
+    }
     // Large whole tensors one at a time, every thread inside each; tensor j is written by a
     // second thread while tensor j + 1 merges (the write is a serial copy into the page
     // cache: on its own it would leave the other cores idle).
@@ -368,6 +404,7 @@ class merge_engine {
     plan_.output = r_.output;
     plan_.threads = resolve_threads(o_.exec);
     plan_.whole_tensors = !detail::elementwise_method(r_.method);
+    plan_.masked_chunks = plan_.whole_tensors && detail::merges_masked(r_, plan_);
     plan_.warnings = r_.warnings;
     const checkpoint& ref = in_[0].ckpt;
 
@@ -490,12 +527,16 @@ class merge_engine {
     for (const auto& t : plan_.tensors) input_sources = std::max<std::uint64_t>(input_sources, t.sources.size());
     const std::uint64_t chunk_peak = 2 * plan_.threads * chunk * per_element + input_sources * release_step_bytes;
     std::uint64_t whole_peak = 0, largest_output = 0;  // the previous tensor's output is being written
-    if (plan_.whole_tensors)
-      for (const auto& t : plan_.tensors)
-        if (t.action == tensor_action::merge) {
+    if (plan_.whole_tensors) {
+      for (const auto& t : plan_.tensors) {
+        if (in_chunks_after_masks(t)) {  // the inputs mapped whole, the chunks as above
+          whole_peak = std::max(whole_peak, t.input_bytes + chunk_peak);
+        } else if (t.action == tensor_action::merge) {
           whole_peak = std::max(whole_peak, t.input_bytes + t.output_bytes);
           largest_output = std::max(largest_output, t.output_bytes);
         }
+      }
+    }
     plan_.memory_estimate = std::max(chunk_peak, whole_peak + largest_output + method_scratch);
     // Planning passes: ties' whole-model selection (up to 3 reads) and vote; the model-wide
     // vote of dare_ties and breadcrumbs_ties reads what one tensor's masks and vote read.
@@ -582,6 +623,14 @@ class merge_engine {
       w.write(t.name, t.sources[0]->data().subspan(first * es, count * es), first * es);  // straight from the map
     else
       w.write(t.name, produce(t, first, count, ex, b), first * es);
+  }
+
+  // Whether merged tensor t takes ties' masked path (detail::masked_tensor): masks computed
+  // over the whole tensor in place (so every input must be aligned in its file), then merged
+  // in chunks. Tensors of at most parallel_chunk elements stay whole, several at a time.
+  bool in_chunks_after_masks(const planned_tensor& t) const {
+    return t.action == tensor_action::merge && t.elements > parallel_chunk && plan_.masked_chunks &&
+           std::all_of(t.sources.begin(), t.sources.end(), [](const auto* s) { return s->is_aligned(); });
   }
 
   // How far a chunked tensor's finished prefix moves between drops of its inputs (elements):

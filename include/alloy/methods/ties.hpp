@@ -160,7 +160,10 @@ kernels::task_vector_combine<C> linear_kernel(const linear_weights& lw, const O&
   return f;
 }
 
-inline void ties_jobs(std::span<sparse_job> jobs, const std::vector<double>& weights, const ties_options& o) {
+// ties' whole-tensor part: the checks, then every job's trim masks (each model's top-k cut)
+// and the sign a zero vote takes. With the masks set, the rest (ties_merge) is element-wise:
+// the streaming engine merges a tensor in chunks (slice_job) after this.
+inline bool ties_prepare(std::span<sparse_job> jobs, const std::vector<double>& weights, const ties_options& o) {
   const char* method = "ties";
   const std::size_t n = jobs.empty() ? weights.size() : jobs[0].models.size();
   check_weights(method, weights, n);
@@ -168,10 +171,22 @@ inline void ties_jobs(std::span<sparse_job> jobs, const std::vector<double>& wei
   const auto densities = per_model(method, "density", o.density, o.densities, n);
   check_densities(method, densities, n);
   build_trim_masks(method, jobs, densities, o.scope, o.rule, o.on_empty, o.storage_precision, o.exec);
+  return o.zero == zero_vote::model_majority && majority_vote_positive(jobs, linear_weights(weights), o);
+}
+
+// The merge of jobs whose masks are set (ties_prepare, or a whole-model plan), with the zero
+// vote's sign under zero_vote::model_majority.
+inline void ties_merge(std::span<const sparse_job> jobs, const std::vector<double>& weights, const ties_options& o,
+                       bool majority_positive) {
   const linear_weights lw(weights);
-  const bool majority = o.zero == zero_vote::model_majority && majority_vote_positive(jobs, lw, o);
-  run_sparse_merge(jobs, o.storage_precision, o.exec,
-                   [&](std::size_t, auto tag) { return ties_kernel<decltype(tag)>(lw.get<decltype(tag)>(), o, majority); });
+  run_sparse_merge(jobs, o.storage_precision, o.exec, [&](std::size_t, auto tag) {
+    return ties_kernel<decltype(tag)>(lw.get<decltype(tag)>(), o, majority_positive);
+  });
+}
+
+inline void ties_jobs(std::span<sparse_job> jobs, const std::vector<double>& weights, const ties_options& o) {
+  const bool majority = ties_prepare(jobs, weights, o);
+  ties_merge(jobs, weights, o, majority);
 }
 
 }  // namespace detail

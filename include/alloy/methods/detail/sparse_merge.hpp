@@ -37,6 +37,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <limits>
 #include <bit>
 #include <cmath>
 #include <cstddef>
@@ -92,6 +93,41 @@ struct sparse_job {
   mutable_tensor_view out;
   std::vector<tv_mask> masks;  // one per model
 };
+
+// Whether slice_job can cut `job`: its masks are keep-all, none, top-k or band, whose rules
+// hold element indices (shifted by a slice); random and della masks draw per index from a
+// generator, which a slice would restart.
+inline bool sliceable(const sparse_job& job) noexcept {
+  return std::all_of(job.masks.begin(), job.masks.end(), [](const tv_mask& m) {
+    return m.type == tv_mask::kind::all || m.type == tv_mask::kind::none || m.type == tv_mask::kind::topk ||
+           m.type == tv_mask::kind::band;
+  });
+}
+
+// Elements [first, first + count) of `job` (first + count <= its size, sliceable(job)) as a
+// job of their own writing `out` (count elements): the inputs' views advanced to `first` and
+// each rule's tie_end moved with them, so that merging the slice keeps the entries the whole
+// job keeps. Every merge step is element-wise, so the slice's results are the whole job's
+// bits at those elements.
+inline sparse_job slice_job(const sparse_job& job, std::size_t first, std::size_t count, mutable_tensor_view out) {
+  auto advance = [&](tensor_view v) {
+    return tensor_view{static_cast<const unsigned char*>(v.data) + first * dtype_size(v.type), count, v.type};
+  };
+  auto shift = [&](topk_rule r) {
+    r.tie_end = r.tie_end == std::numeric_limits<std::size_t>::max() ? r.tie_end
+                : r.tie_end <= first                                   ? 0
+                                                                       : r.tie_end - first;
+    return r;
+  };
+  sparse_job s{job.name, advance(job.base), {}, out, job.masks};
+  s.models.reserve(job.models.size());
+  for (const tensor_view& m : job.models) s.models.push_back(advance(m));
+  for (tv_mask& m : s.masks) {
+    m.keep = shift(m.keep);
+    m.drop = shift(m.drop);
+  }
+  return s;
+}
 
 inline bool computes_in_double(const sparse_job& j) noexcept {
   if (j.base.type == dtype::f64 || j.out.type == dtype::f64) return true;

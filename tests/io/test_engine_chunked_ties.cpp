@@ -1,0 +1,123 @@
+// ties through the streaming engine in chunks (io/engine_methods.hpp masked_tensor): a
+// tensor larger than a chunk gets its trim masks over the whole tensor, then merges chunk by
+// chunk into chunk buffers. The checkpoint equals alloy::ties on whole tensors (whole models
+// for preset paper), bit for bit, with the cut's ties ending inside a later chunk; and
+// alloy::detail::slice_job merges any range as the whole job does.
+#include "engine_test_util.hpp"
+
+#include <alloy/methods/ties.hpp>
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+using namespace engine_test;
+
+namespace {
+
+// Four chunks of parallel_chunk and a tail; large enough for the sampled top-k (64 Ki).
+// value() takes 2001 values, so each magnitude is shared by hundreds of entries: the cut
+// falls inside a group of ties.
+const std::size_t big_n = 3 * alloy::parallel_chunk + 1000;
+
+std::vector<spec> big_model() {
+  return {{"w.bf16", dtype::bf16, {big_n}}, {"w.f32", dtype::f32, {big_n}}, {"bias", dtype::f32, {5}}};
+}
+
+std::string recipe_for(const char* preset) {
+  return std::string("merge_method: ties\nbase_model: m0\nalloy: {preset: ") + preset +
+         "}\nmodels:\n"
+         "  - model: m1\n    parameters: {weight: 1.0, density: 0.3}\n"
+         "  - model: m2\n    parameters: {weight: 0.7, density: 0.55}\n"
+         "  - model: m3\n    parameters: {weight: 0.4, density: 0.7}\n";
+}
+
+const std::vector<double> weights{1.0, 0.7, 0.4};
+const std::vector<double> densities{0.3, 0.55, 0.7};
+
+}  // namespace
+
+TEST_CASE("ties merged in chunks equals alloy::ties on the whole tensor, every preset", "[io][engine][ties]") {
+  fixture f(4, big_model());
+  // The test means something only if a kept tie group ends inside a chunk after the first:
+  // then a chunk's rule must be the whole tensor's moved by the chunk's start. (bf16 task
+  // vectors take few magnitudes; the f32 ones' cuts are mostly unique keys.)
+  bool inside_later_chunk = false;
+  for (const char* name : {"w.bf16", "w.f32"}) {
+    alloy::detail::sparse_job job{name, f.models[0].at(name).view(), views(f.models, name, 1), {nullptr, big_n, dtype::f32}, {}};
+    alloy::detail::build_trim_masks("ties", std::span(&job, 1), densities, alloy::trim_scope::per_tensor,
+                                    alloy::trim_rule::exact_k, alloy::empty_trim::error, false, {});
+    for (const auto& m : job.masks) {
+      REQUIRE(m.type == alloy::detail::tv_mask::kind::topk);
+      const std::size_t e = m.keep.tie_end;
+      inside_later_chunk = inside_later_chunk || (e > alloy::parallel_chunk && e < big_n && e % alloy::parallel_chunk != 0);
+    }
+  }
+  CHECK(inside_later_chunk);
+
+  for (const char* preset : {"mergekit", "peft", "paper"}) {
+    INFO("preset " << preset);
+    const alloy::preset p = std::string(preset) == "mergekit" ? alloy::preset::mergekit
+                            : std::string(preset) == "peft"   ? alloy::preset::peft
+                                                              : alloy::preset::paper;
+    alloy::ties_options o = alloy::ties_options::preset(p);
+    o.densities = densities;
+    o.output = alloy::merge_output::merged;  // the recipe's default output, whatever the preset
+    for (const unsigned threads : {1u, 2u}) {
+      INFO("threads " << threads);
+      fs::remove_all(f.out());
+      merge_options mo;
+      mo.exec = alloy::execution{threads};
+      mo.chunk_elements = alloy::parallel_chunk;
+      merge_to_folder(f.parse(recipe_for(preset)), f.out(), mo);
+      if (p == alloy::preset::paper) {  // one cut over the whole model: the model-level call
+        check_merged_equals(f.out(), f.models[0],
+                            alloy::ties(f.models[0], {f.models[1], f.models[2], f.models[3]}, weights, o));
+      } else {  // per tensor, written in the base's dtype (the engine does not promote)
+        check_merged(f.out(), f.models[0], {}, [&](const std::string& name, alloy::mutable_tensor_view out) {
+          alloy::ties(f.models[0].at(name).view(), views(f.models, name, 1), weights, out, o);
+        });
+      }
+    }
+  }
+}
+
+TEST_CASE("slice_job: any range of a masked job merges to the whole job's bits", "[io][engine][ties]") {
+  fixture f(3, big_model());  // the models only; nothing is merged to a folder here
+  const std::vector<double> w{0.6, 0.4};
+  alloy::ties_options o;
+  o.densities = {0.3, 0.6};
+  for (const char* name : {"w.bf16", "w.f32"}) {
+    INFO(name);
+    const dtype t = f.models[0].at(name).type();
+    tensor_set out;
+    auto whole = out.add("whole", t, {big_n});
+    alloy::ties(f.models[0].at(name).view(), views(f.models, name, 1), w, whole, o);
+
+    alloy::detail::sparse_job job{name, f.models[0].at(name).view(), views(f.models, name, 1), {nullptr, big_n, t}, {}};
+    const bool majority = alloy::detail::ties_prepare(std::span(&job, 1), w, o);
+    REQUIRE(alloy::detail::sliceable(job));
+    // Ranges that start and end off the tiles and batches, one holding each cut's last tie.
+    std::vector<std::size_t> bounds{0, 1, 17, 2049, 100003};
+    for (const auto& m : job.masks)
+      if (m.keep.tie_end < big_n) {
+        bounds.push_back(m.keep.tie_end - 5);
+        bounds.push_back(m.keep.tie_end + 3);
+      }
+    bounds.push_back(big_n);
+    std::sort(bounds.begin(), bounds.end());
+    auto sliced = out.add("sliced", t, {big_n});
+    std::memset(sliced.data, 0xff, sliced.bytes());
+    const std::size_t es = alloy::dtype_size(t);
+    for (std::size_t b = 0; b + 1 < bounds.size(); ++b) {
+      const std::size_t first = bounds[b], count = bounds[b + 1] - first;
+      if (count == 0) continue;
+      const alloy::mutable_tensor_view part{static_cast<unsigned char*>(sliced.data) + first * es, count, t};
+      const auto s = alloy::detail::slice_job(job, first, count, part);
+      alloy::detail::ties_merge(std::span(&s, 1), w, o, majority);
+    }
+    CHECK(bytes_of(sliced.data, sliced.bytes()) == bytes_of(whole.data, whole.bytes()));
+  }
+}
