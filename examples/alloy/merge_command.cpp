@@ -85,7 +85,7 @@ void print_plan(const merge_engine& e, const std::string& out) {
   std::printf("  traffic     %s read, %s written\n", human_bytes(static_cast<double>(p.input_bytes)).c_str(),
               human_bytes(static_cast<double>(p.output_bytes)).c_str());
   std::printf("  threads     %u (%s)\n", p.threads,
-              p.masked_chunks   ? "one tensor at a time, every thread finding its cuts, then its chunks in parallel"
+              p.masked_chunks   ? "one tensor at a time, every thread computing its masks, then its chunks in parallel"
               : p.whole_tensors ? "one tensor at a time, every thread inside it"
                                 : "chunks of tensors in parallel");
   std::printf("  memory      about %s at peak beyond the program itself (%s)\n",

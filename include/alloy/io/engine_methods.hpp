@@ -60,6 +60,7 @@
 
 #include <cmath>
 #include <cstddef>
+#include <functional>
 #include <cstring>
 #include <optional>
 #include <span>
@@ -204,6 +205,14 @@ void apply_common(const recipe& r, const planned_tensor& t, O& o, const executio
 inline ties_options ties_options_of(const recipe& r, const planned_tensor& t, const execution& ex) {
   ties_options o = ties_options::preset(r.preset);
   o.densities = model_values(t.parameters, &tensor_parameters::model::density, 1.0);
+  apply_common(r, t, o, ex);
+  return o;
+}
+
+inline magnitude_prune_options magnitude_prune_options_of(const recipe& r, const planned_tensor& t, const execution& ex) {
+  magnitude_prune_options o = magnitude_prune_options::preset(r.preset);
+  o.densities = model_values(t.parameters, &tensor_parameters::model::density, 1.0);
+  o.rescale = t.parameters.rescale.value_or(false) ? rescale_kind::l1 : rescale_kind::none;
   apply_common(r, t, o, ex);
   return o;
 }
@@ -583,14 +592,9 @@ inline void merge_tensor(const recipe& r, const merge_plan& plan, const method_s
         ties(base, models, weights, out, o);
       return;
     }
-    case merge_method_id::magnitude_prune: {
-      magnitude_prune_options o = magnitude_prune_options::preset(r.preset);
-      o.densities = densities;
-      o.rescale = p.rescale.value_or(false) ? rescale_kind::l1 : rescale_kind::none;
-      common(o);
-      magnitude_prune(base, models, weights, out, o);
+    case merge_method_id::magnitude_prune:
+      magnitude_prune(base, models, weights, out, magnitude_prune_options_of(r, t, ex));
       return;
-    }
     case merge_method_id::dare_linear:
     case merge_method_id::dare_ties: {
       dare_options o = dare_options_of(r, t, ex);
@@ -669,51 +673,86 @@ inline void merge_tensor(const recipe& r, const merge_plan& plan, const method_s
   throw recipe_error(recipe_where(r) + "merge method " + r.method_name + " is not supported");
 }
 
-// ---- ties in chunks ---------------------------------------------------------------------------
+// ---- masks, then chunks -----------------------------------------------------------------------
 
-// ties' only whole-tensor step is its trim masks (each model's top-k cut). Once a tensor's
-// masks are set, by alloy::detail::ties_prepare with every thread or by preset paper's
+// ties, magnitude_prune, dare_linear and dare_ties need a whole tensor only for their masks
+// (each model's top-k cut, or the random keep) and their factors (norm matching). Once a
+// tensor's masks are set, by the library's *_prepare with every thread or by preset paper's
 // whole-model plan, the rest is element-wise: the engine then merges the tensor in chunks,
-// each into a chunk buffer written at its offset, as for task_arithmetic, instead of into a
-// buffer of the whole tensor. The bits are those of alloy::ties on the whole tensor
+// each into a chunk buffer written at its offset, instead of into a buffer of the whole
+// tensor. The bits are those of the library's call on the whole tensor
 // (alloy::detail::slice_job).
 struct masked_tensor {
-  alloy::detail::sparse_job job;  // the whole tensor: views of its inputs, masks set
-  ties_options options;
-  std::vector<double> weights;
-  bool majority_positive = false;
+  alloy::detail::sparse_job job;                                // the whole tensor: views, masks set
+  std::function<void(const alloy::detail::sparse_job&)> merge;  // one slice, on the calling thread
 };
 
 inline bool merges_masked(const recipe& r, const merge_plan& plan) {
-  return r.method == merge_method_id::ties && plan.has_base;
+  switch (r.method) {
+    case merge_method_id::ties:
+    case merge_method_id::magnitude_prune:
+    case merge_method_id::dare_linear:
+    case merge_method_id::dare_ties: return plan.has_base;
+    default: return false;
+  }
 }
 
 // Tensor t's masks, from `in` (the base, then the merged models, each the whole tensor).
 inline masked_tensor prepare_masked(const recipe& r, const merge_plan& plan, const method_state& st,
                                     const planned_tensor& t, const std::vector<tensor_view>& in, const execution& ex) {
+  using namespace alloy::detail;
   const std::size_t n = t.parameters.models.size();
+  const std::vector<double> weights = model_weights(t.parameters, 1.0);
   masked_tensor m;
-  m.weights = model_weights(t.parameters, 1.0);
-  m.options = ties_options_of(r, t, ex);
-  m.job.name = t.name;
-  m.job.base = in.at(0);
-  m.job.models.assign(in.begin() + 1, in.begin() + 1 + static_cast<std::ptrdiff_t>(n));
-  m.job.out = {nullptr, t.elements, t.out_type};
-  if (st.ties_plan.active) {
-    m.job.masks = st.ties_plan.masks.at(static_cast<std::size_t>(&t - plan.tensors.data()));
-    m.majority_positive = st.ties_plan.majority_positive;
-  } else {
-    m.majority_positive = alloy::detail::ties_prepare(std::span(&m.job, 1), m.weights, m.options);
+  sparse_job& job = m.job;
+  job.name = t.name;
+  job.base = in.at(0);
+  job.models.assign(in.begin() + 1, in.begin() + 1 + static_cast<std::ptrdiff_t>(n));
+  job.out = {nullptr, t.elements, t.out_type};
+  const std::span<sparse_job> one_job(&job, 1);
+  const execution here{1};
+  switch (r.method) {
+    case merge_method_id::ties: {
+      ties_options o = ties_options_of(r, t, ex);
+      bool majority = false;
+      if (st.ties_plan.active) {
+        job.masks = st.ties_plan.masks.at(static_cast<std::size_t>(&t - plan.tensors.data()));
+        majority = st.ties_plan.majority_positive;
+      } else {
+        majority = ties_prepare(one_job, weights, o);
+      }
+      o.exec = here;
+      m.merge = [weights, o, majority](const sparse_job& s) { ties_merge(std::span(&s, 1), weights, o, majority); };
+      break;
+    }
+    case merge_method_id::magnitude_prune: {
+      magnitude_prune_options o = magnitude_prune_options_of(r, t, ex);
+      magnitude_prune_prepare(one_job, weights, o);
+      o.exec = here;
+      m.merge = [weights, o](const sparse_job& s) { magnitude_prune_merge(std::span(&s, 1), weights, o); };
+      break;
+    }
+    default: {  // dare_linear, dare_ties
+      dare_options o = dare_options_of(r, t, ex);
+      if (st.model_zero) o.zero = *st.model_zero;
+      const bool ties_vote = r.method == merge_method_id::dare_ties;
+      dare_prepare(ties_vote ? "dare_ties" : "dare_linear", one_job, weights, o);
+      const ties_options vote = vote_options_of(o);
+      const bool majority = ties_vote && vote.zero == zero_vote::model_majority &&
+                            majority_vote_positive(one_job, linear_weights(weights), vote);
+      o.exec = here;
+      m.merge = [weights, o, ties_vote, majority](const sparse_job& s) {
+        dare_merge(std::span(&s, 1), weights, o, ties_vote, majority);
+      };
+      break;
+    }
   }
   return m;
 }
 
 // Elements [first, first + count) of a prepared tensor into `out`, on the calling thread.
 inline void merge_masked(const masked_tensor& m, std::size_t first, std::size_t count, mutable_tensor_view out) {
-  const alloy::detail::sparse_job s = alloy::detail::slice_job(m.job, first, count, out);
-  ties_options o = m.options;
-  o.exec = execution{1};
-  alloy::detail::ties_merge(std::span(&s, 1), m.weights, o, m.majority_positive);
+  m.merge(alloy::detail::slice_job(m.job, first, count, out));
 }
 
 }  // namespace detail

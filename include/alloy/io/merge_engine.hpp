@@ -45,15 +45,16 @@
 //     at its offset; the inputs are released behind the finished items in 16 MiB steps
 //     (detail::release_behind): peak = about 2 x threads x chunk x (output element size + the
 //     input element sizes) + 16 MiB per input, about 100 MB, whatever the model and tensor sizes;
-//   - ties (every preset) needs a whole tensor only for its trim masks (each model's top-k
-//     cut): a tensor of more than parallel_chunk elements whose inputs are aligned gets its
+//   - ties (every preset), magnitude_prune, dare_linear and dare_ties need a whole tensor
+//     only for their masks (each model's top-k cut or random keep, a norm-matching factor):
+//     a tensor of more than parallel_chunk elements whose inputs are aligned gets its
 //     masks with every thread working over the whole tensor in place, then merges in chunks
 //     of parallel_chunk elements as above (detail::masked_tensor; alloy::detail::slice_job
 //     keeps the whole tensor's bits): peak = the largest tensor's inputs (mapped, read whole by the cut) plus the
 //     chunks and the cut's sample and band entries, and no output buffer of a whole tensor;
 //   - other methods that need a whole tensor (top-k thresholds, norms, row ranks, angles,
-//     linear solves: magnitude_prune, dare_*, breadcrumbs*, della*, slerp, nuslerp,
-//     multislerp, karcher, model_stock, regmean, and ties' misaligned tensors) merge one
+//     linear solves: breadcrumbs*, della*, slerp, nuslerp, multislerp, karcher,
+//     model_stock, regmean, and the methods above for misaligned tensors) merge one
 //     tensor at a time with every thread working
 //     inside it, into one output buffer of that tensor, written (by a second thread) while
 //     the next tensor merges into a second buffer, so no core waits on the write: peak = the
@@ -265,8 +266,8 @@ class merge_engine {
       std::size_t tensor, first, count;
     };
     std::vector<item> chunked, small_whole, large_whole;
-    std::vector<std::size_t> masked;  // ties: a tensor's masks with every thread, then its chunks
-    // ties' chunks: each tensor's end is a barrier before the next one's cuts, where the last
+    std::vector<std::size_t> masked;  // a tensor's masks with every thread, then its chunks
+    // Their chunks: each tensor's end is a barrier before the next one's cuts, where the last
     // chunks leave a thread idle; 2^18 against 2^20 elements: 0.84-0.92 against 0.86-0.97 s
     // (0.57B benchmark set, alternating, docs/performance.md).
     const std::size_t masked_chunk = parallel_chunk;
@@ -625,7 +626,7 @@ class merge_engine {
       w.write(t.name, produce(t, first, count, ex, b), first * es);
   }
 
-  // Whether merged tensor t takes ties' masked path (detail::masked_tensor): masks computed
+  // Whether merged tensor t takes the masked path (detail::masked_tensor): masks computed
   // over the whole tensor in place (so every input must be aligned in its file), then merged
   // in chunks. Tensors of at most parallel_chunk elements stay whole, several at a time.
   bool in_chunks_after_masks(const planned_tensor& t) const {

@@ -173,9 +173,11 @@ inline std::int64_t dare_vote_balance(std::span<sparse_job> jobs, const std::vec
   return vote_balance(jobs, linear_weights(weights), vote_options_of(o));
 }
 
-inline void dare_jobs(const char* method, std::span<sparse_job> jobs, const std::vector<double>& weights,
-                      const dare_options& o, bool ties_vote) {
-  dare_prepare(method, jobs, weights, o);
+// The merge of jobs whose masks dare_prepare set: a weighted sum, or (ties_vote) the TIES
+// vote and disjoint merge, whose zero vote under zero_vote::model_majority takes
+// majority_positive.
+inline void dare_merge(std::span<const sparse_job> jobs, const std::vector<double>& weights, const dare_options& o,
+                       bool ties_vote, bool majority_positive) {
   linear_weights lw(weights);
   if (!ties_vote) {
     // mergekit's guard against dividing by a (near) zero sum of weights.
@@ -186,9 +188,18 @@ inline void dare_jobs(const char* method, std::span<sparse_job> jobs, const std:
     return;
   }
   const ties_options t = vote_options_of(o);
-  const bool majority = t.zero == zero_vote::model_majority && majority_vote_positive(jobs, lw, t);
-  run_sparse_merge(jobs, o.storage_precision, o.exec,
-                   [&](std::size_t, auto tag) { return ties_kernel<decltype(tag)>(lw.get<decltype(tag)>(), t, majority); });
+  run_sparse_merge(jobs, o.storage_precision, o.exec, [&](std::size_t, auto tag) {
+    return ties_kernel<decltype(tag)>(lw.get<decltype(tag)>(), t, majority_positive);
+  });
+}
+
+inline void dare_jobs(const char* method, std::span<sparse_job> jobs, const std::vector<double>& weights,
+                      const dare_options& o, bool ties_vote) {
+  dare_prepare(method, jobs, weights, o);
+  const ties_options t = vote_options_of(o);
+  const bool majority =
+      ties_vote && t.zero == zero_vote::model_majority && majority_vote_positive(jobs, linear_weights(weights), t);
+  dare_merge(jobs, weights, o, ties_vote, majority);
 }
 
 // The niebloid behind dare_linear and dare_ties.

@@ -70,7 +70,8 @@ struct tv_mask {
   kind type = kind::all;
   topk_rule keep;             // topk: kept iff keep.keeps(i, |t|); band: and not drop.keeps
   topk_rule drop;             // band: the largest entries removed (Breadcrumbs' outliers)
-  float keep_probability = 1;  // random: kept iff uniform(i) < keep_probability
+  float keep_probability = 1;  // random: kept iff uniform(first + i) < keep_probability
+  std::size_t first = 0;       // random: the tensor index of the job's element 0 (slice_job)
   std::uint64_t seed = 0;      // random, della
   std::uint64_t stream = 0;    // random, della
   double scale = 1;  // multiplies every kept entry (1/density, a norm ratio)
@@ -94,21 +95,17 @@ struct sparse_job {
   std::vector<tv_mask> masks;  // one per model
 };
 
-// Whether slice_job can cut `job`: its masks are keep-all, none, top-k or band, whose rules
-// hold element indices (shifted by a slice); random and della masks draw per index from a
-// generator, which a slice would restart.
+// Whether slice_job can cut `job`: every mask but della's (whose rows a slice could split)
+// decides an entry by its value and its index alone.
 inline bool sliceable(const sparse_job& job) noexcept {
-  return std::all_of(job.masks.begin(), job.masks.end(), [](const tv_mask& m) {
-    return m.type == tv_mask::kind::all || m.type == tv_mask::kind::none || m.type == tv_mask::kind::topk ||
-           m.type == tv_mask::kind::band;
-  });
+  return std::none_of(job.masks.begin(), job.masks.end(), [](const tv_mask& m) { return m.type == tv_mask::kind::della; });
 }
 
 // Elements [first, first + count) of `job` (first + count <= its size, sliceable(job)) as a
-// job of their own writing `out` (count elements): the inputs' views advanced to `first` and
-// each rule's tie_end moved with them, so that merging the slice keeps the entries the whole
-// job keeps. Every merge step is element-wise, so the slice's results are the whole job's
-// bits at those elements.
+// job of their own writing `out` (count elements): the inputs' views advanced to `first`,
+// each rule's tie_end moved with them and random masks' draws started at `first`, so that
+// merging the slice keeps the entries the whole job keeps. Every merge step is element-wise,
+// so the slice's results are the whole job's bits at those elements.
 inline sparse_job slice_job(const sparse_job& job, std::size_t first, std::size_t count, mutable_tensor_view out) {
   auto advance = [&](tensor_view v) {
     return tensor_view{static_cast<const unsigned char*>(v.data) + first * dtype_size(v.type), count, v.type};
@@ -125,6 +122,7 @@ inline sparse_job slice_job(const sparse_job& job, std::size_t first, std::size_
   for (tv_mask& m : s.masks) {
     m.keep = shift(m.keep);
     m.drop = shift(m.drop);
+    m.first += first;
   }
   return s;
 }
@@ -324,7 +322,7 @@ void apply_mask(const tv_mask& m, C* tau, std::size_t begin, std::size_t len, fl
                          scale, true);
       return;
     case tv_mask::kind::random:
-      kernels::fill_uniform(counter_rng(m.seed, m.stream), begin, u, len);
+      kernels::fill_uniform(counter_rng(m.seed, m.stream), m.first + begin, u, len);
       kernels::keep_random(tau, u, len, m.keep_probability, scale);
       return;
     case tv_mask::kind::della: {
@@ -514,7 +512,7 @@ void run_sparse_merge(std::span<const sparse_job> jobs, bool storage_precision, 
             x.mask = kernels::fused_mask::random;
             x.u = u + i * sparse_tile;
             x.p = m.keep_probability;
-            kernels::fill_uniform(counter_rng(m.seed, m.stream), pos, u + i * sparse_tile, len);
+            kernels::fill_uniform(counter_rng(m.seed, m.stream), m.first + pos, u + i * sparse_tile, len);
             break;
         }
       }

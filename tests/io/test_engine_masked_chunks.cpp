@@ -1,10 +1,13 @@
-// ties through the streaming engine in chunks (io/engine_methods.hpp masked_tensor): a
-// tensor larger than a chunk gets its trim masks over the whole tensor, then merges chunk by
-// chunk into chunk buffers. The checkpoint equals alloy::ties on whole tensors (whole models
-// for preset paper), bit for bit, with the cut's ties ending inside a later chunk; and
-// alloy::detail::slice_job merges any range as the whole job does.
+// ties, magnitude_prune and dare through the streaming engine in chunks
+// (io/engine_methods.hpp masked_tensor): a tensor larger than a chunk gets its masks over the
+// whole tensor, then merges chunk by chunk into chunk buffers. The checkpoint equals the
+// library's call on whole tensors (whole models for ties' preset paper), bit for bit, with
+// the cut's ties ending inside a later chunk; and alloy::detail::slice_job merges any range
+// as the whole job does, random masks included.
 #include "engine_test_util.hpp"
 
+#include <alloy/methods/dare.hpp>
+#include <alloy/methods/magnitude_prune.hpp>
 #include <alloy/methods/ties.hpp>
 
 #include <algorithm>
@@ -120,4 +123,71 @@ TEST_CASE("slice_job: any range of a masked job merges to the whole job's bits",
     }
     CHECK(bytes_of(sliced.data, sliced.bytes()) == bytes_of(whole.data, whole.bytes()));
   }
+}
+
+TEST_CASE("magnitude_prune and dare merged in chunks equal the library on the whole tensor", "[io][engine]") {
+  fixture f(4, big_model());
+  const std::string models =
+      "base_model: m0\nalloy: {seed: 11}\nmodels:\n"
+      "  - model: m1\n    parameters: {weight: 1.0, density: 0.3}\n"
+      "  - model: m2\n    parameters: {weight: 0.7, density: 0.55}\n"
+      "  - model: m3\n    parameters: {weight: 0.4, density: 0.7}\n";
+  auto base = [&](const std::string& name) { return f.models[0].at(name).view(); };
+  auto merge = [&](const std::string& text) {
+    fs::remove_all(f.out());
+    merge_options mo;
+    mo.exec = alloy::execution{2};
+    merge_to_folder(f.parse(text), f.out(), mo);
+  };
+  SECTION("magnitude_prune with rescale (a norm over the whole tensor)") {
+    merge("merge_method: magnitude_prune\nparameters: {rescale: true}\n" + models);
+    check_merged(f.out(), f.models[0], {}, [&](const std::string& name, alloy::mutable_tensor_view out) {
+      alloy::magnitude_prune_options o;
+      o.densities = densities;
+      o.rescale = decltype(o.rescale)::l1;
+      alloy::magnitude_prune(base(name), views(f.models, name, 1), weights, out, o);
+    });
+  }
+  for (const bool ties_vote : {false, true}) {
+    DYNAMIC_SECTION("dare, TIES vote " << ties_vote) {
+      merge(std::string("merge_method: ") + (ties_vote ? "dare_ties" : "dare_linear") + "\n" + models);
+      check_merged(f.out(), f.models[0], {}, [&](const std::string& name, alloy::mutable_tensor_view out) {
+        alloy::dare_options o;
+        o.densities = densities;
+        o.seed = 11;
+        o.tensor_name = name;  // the random draws are keyed by tensor name and element index
+        if (ties_vote)
+          alloy::dare_ties(base(name), views(f.models, name, 1), weights, out, o);
+        else
+          alloy::dare_linear(base(name), views(f.models, name, 1), weights, out, o);
+      });
+    }
+  }
+}
+
+TEST_CASE("slice_job: a random mask's draws continue at the slice's start", "[io][engine]") {
+  fixture f(3, big_model());
+  const std::vector<double> w{0.6, 0.4};
+  alloy::dare_options o;
+  o.densities = {0.3, 0.6};
+  o.seed = 5;
+  o.tensor_name = "w.bf16";
+  const tensor_view b = f.models[0].at("w.bf16").view();
+  const auto m = views(f.models, "w.bf16", 1);
+  tensor_set out;
+  auto whole = out.add("whole", dtype::bf16, {big_n});
+  alloy::dare_ties(b, m, w, whole, o);
+  alloy::detail::sparse_job job{"w.bf16", b, m, {nullptr, big_n, dtype::bf16}, {}};
+  alloy::detail::dare_prepare("dare_ties", std::span(&job, 1), w, o);
+  REQUIRE(alloy::detail::sliceable(job));
+  auto sliced = out.add("sliced", dtype::bf16, {big_n});
+  std::memset(sliced.data, 0xff, sliced.bytes());
+  const std::size_t bounds[] = {0, 3, 4099, 300001, big_n};
+  for (std::size_t k = 0; k + 1 < std::size(bounds); ++k) {
+    const std::size_t first = bounds[k], count = bounds[k + 1] - first;
+    const alloy::mutable_tensor_view part{static_cast<unsigned char*>(sliced.data) + first * 2, count, dtype::bf16};
+    const auto s = alloy::detail::slice_job(job, first, count, part);
+    alloy::detail::dare_merge(std::span(&s, 1), w, o, true, false);
+  }
+  CHECK(bytes_of(sliced.data, sliced.bytes()) == bytes_of(whole.data, whole.bytes()));
 }
