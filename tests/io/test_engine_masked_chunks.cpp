@@ -1,4 +1,4 @@
-// ties, magnitude_prune and dare through the streaming engine in chunks
+// ties, magnitude_prune, dare and breadcrumbs through the streaming engine in chunks
 // (io/engine_methods.hpp masked_tensor): a tensor larger than a chunk gets its masks over the
 // whole tensor, then merges chunk by chunk into chunk buffers. The checkpoint equals the
 // library's call on whole tensors (whole models for ties' preset paper), bit for bit, with
@@ -6,6 +6,7 @@
 // as the whole job does, random masks included.
 #include "engine_test_util.hpp"
 
+#include <alloy/methods/breadcrumbs.hpp>
 #include <alloy/methods/dare.hpp>
 #include <alloy/methods/magnitude_prune.hpp>
 #include <alloy/methods/ties.hpp>
@@ -74,6 +75,7 @@ TEST_CASE("ties merged in chunks equals alloy::ties on the whole tensor, every p
       merge_options mo;
       mo.exec = alloy::execution{threads};
       mo.chunk_elements = alloy::parallel_chunk;
+      CHECK(merge_engine(f.parse(recipe_for(preset)), mo).plan().masked_chunks);
       merge_to_folder(f.parse(recipe_for(preset)), f.out(), mo);
       if (p == alloy::preset::paper) {  // one cut over the whole model: the model-level call
         check_merged_equals(f.out(), f.models[0],
@@ -125,7 +127,7 @@ TEST_CASE("slice_job: any range of a masked job merges to the whole job's bits",
   }
 }
 
-TEST_CASE("magnitude_prune and dare merged in chunks equal the library on the whole tensor", "[io][engine]") {
+TEST_CASE("magnitude_prune, dare and breadcrumbs merged in chunks equal the library on the whole tensor", "[io][engine]") {
   fixture f(4, big_model());
   const std::string models =
       "base_model: m0\nalloy: {seed: 11}\nmodels:\n"
@@ -137,6 +139,7 @@ TEST_CASE("magnitude_prune and dare merged in chunks equal the library on the wh
     fs::remove_all(f.out());
     merge_options mo;
     mo.exec = alloy::execution{2};
+    CHECK(merge_engine(f.parse(text), mo).plan().masked_chunks);  // the path under test
     merge_to_folder(f.parse(text), f.out(), mo);
   };
   SECTION("magnitude_prune with rescale (a norm over the whole tensor)") {
@@ -147,6 +150,21 @@ TEST_CASE("magnitude_prune and dare merged in chunks equal the library on the wh
       o.rescale = decltype(o.rescale)::l1;
       alloy::magnitude_prune(base(name), views(f.models, name, 1), weights, out, o);
     });
+  }
+  for (const bool ties_vote : {false, true}) {
+    DYNAMIC_SECTION("breadcrumbs, TIES vote " << ties_vote) {
+      merge(std::string("merge_method: ") + (ties_vote ? "breadcrumbs_ties" : "breadcrumbs") +
+            "\nparameters: {gamma: 0.05}\n" + models);
+      check_merged(f.out(), f.models[0], {}, [&](const std::string& name, alloy::mutable_tensor_view out) {
+        alloy::breadcrumbs_options o;
+        o.densities = densities;
+        o.gamma = 0.05;
+        if (ties_vote)
+          alloy::breadcrumbs_ties(base(name), views(f.models, name, 1), weights, out, o);
+        else
+          alloy::breadcrumbs(base(name), views(f.models, name, 1), weights, out, o);
+      });
+    }
   }
   for (const bool ties_vote : {false, true}) {
     DYNAMIC_SECTION("dare, TIES vote " << ties_vote) {
@@ -187,7 +205,27 @@ TEST_CASE("slice_job: a random mask's draws continue at the slice's start", "[io
     const std::size_t first = bounds[k], count = bounds[k + 1] - first;
     const alloy::mutable_tensor_view part{static_cast<unsigned char*>(sliced.data) + first * 2, count, dtype::bf16};
     const auto s = alloy::detail::slice_job(job, first, count, part);
-    alloy::detail::dare_merge(std::span(&s, 1), w, o, true, false);
+    alloy::detail::sum_or_vote_merge(std::span(&s, 1), w, o, true, false);
   }
   CHECK(bytes_of(sliced.data, sliced.bytes()) == bytes_of(whole.data, whole.bytes()));
+}
+
+TEST_CASE("masks that need rows stay whole: breadcrumbs under paper, della, linear methods chunk anyway", "[io][engine]") {
+  fixture f(3, big_model());
+  const std::string models =
+      "base_model: m0\nmodels:\n"
+      "  - model: m1\n    parameters: {weight: 1.0, density: 0.3}\n"
+      "  - model: m2\n    parameters: {weight: 0.7, density: 0.55}\n";
+  auto plan = [&](const std::string& head) { return merge_engine(f.parse(head + models)).plan(); };
+  for (const char* head : {"merge_method: breadcrumbs\nalloy: {preset: paper}\n", "merge_method: della\n",
+                           "merge_method: breadcrumbs_ties\nalloy: {preset: paper}\n"}) {
+    INFO(head);
+    const auto p = plan(head);
+    CHECK(p.whole_tensors);
+    CHECK_FALSE(p.masked_chunks);
+  }
+  const auto p = plan("merge_method: task_arithmetic\n");
+  CHECK_FALSE(p.whole_tensors);
+  CHECK_FALSE(p.masked_chunks);
+  CHECK(plan("merge_method: breadcrumbs\n").masked_chunks);
 }

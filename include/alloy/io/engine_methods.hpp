@@ -675,8 +675,9 @@ inline void merge_tensor(const recipe& r, const merge_plan& plan, const method_s
 
 // ---- masks, then chunks -----------------------------------------------------------------------
 
-// ties, magnitude_prune, dare_linear and dare_ties need a whole tensor only for their masks
-// (each model's top-k cut, or the random keep) and their factors (norm matching). Once a
+// ties, magnitude_prune, dare_* and breadcrumbs* (per tensor: presets mergekit and peft) need
+// a whole tensor only for their masks (each model's top-k cuts, or the random keep) and their
+// factors (norm matching). Once a
 // tensor's masks are set, by the library's *_prepare with every thread or by preset paper's
 // whole-model plan, the rest is element-wise: the engine then merges the tensor in chunks,
 // each into a chunk buffer written at its offset, instead of into a buffer of the whole
@@ -693,6 +694,8 @@ inline bool merges_masked(const recipe& r, const merge_plan& plan) {
     case merge_method_id::magnitude_prune:
     case merge_method_id::dare_linear:
     case merge_method_id::dare_ties: return plan.has_base;
+    case merge_method_id::breadcrumbs:  // per tensor; preset paper's per-row masks stay whole
+    case merge_method_id::breadcrumbs_ties: return plan.has_base && r.preset != alloy::preset::paper;
     default: return false;
   }
 }
@@ -729,7 +732,23 @@ inline masked_tensor prepare_masked(const recipe& r, const merge_plan& plan, con
       magnitude_prune_options o = magnitude_prune_options_of(r, t, ex);
       magnitude_prune_prepare(one_job, weights, o);
       o.exec = here;
-      m.merge = [weights, o](const sparse_job& s) { magnitude_prune_merge(std::span(&s, 1), weights, o); };
+      m.merge = [weights, o](const sparse_job& s) { sum_or_vote_merge(std::span(&s, 1), weights, o, false, false); };
+      break;
+    }
+    case merge_method_id::breadcrumbs:
+    case merge_method_id::breadcrumbs_ties: {  // per-tensor scope (merges_masked)
+      breadcrumbs_options o = breadcrumbs_options_of(r, t, ex);
+      if (st.model_zero) o.zero = *st.model_zero;
+      const bool ties_vote = r.method == merge_method_id::breadcrumbs_ties;
+      const auto p = check_breadcrumbs(ties_vote ? "breadcrumbs_ties" : "breadcrumbs", n, weights, o);
+      prepare_breadcrumbs(one_job, {}, p, o);
+      const ties_options vote = vote_options_of(o);
+      const bool majority = ties_vote && vote.zero == zero_vote::model_majority &&
+                            vote_balance(one_job, linear_weights(weights), vote) > 0;
+      o.exec = here;
+      m.merge = [weights, o, ties_vote, majority](const sparse_job& s) {
+        sum_or_vote_merge(std::span(&s, 1), weights, o, ties_vote, majority);
+      };
       break;
     }
     default: {  // dare_linear, dare_ties
@@ -742,7 +761,7 @@ inline masked_tensor prepare_masked(const recipe& r, const merge_plan& plan, con
                             majority_vote_positive(one_job, linear_weights(weights), vote);
       o.exec = here;
       m.merge = [weights, o, ties_vote, majority](const sparse_job& s) {
-        dare_merge(std::span(&s, 1), weights, o, ties_vote, majority);
+        sum_or_vote_merge(std::span(&s, 1), weights, o, ties_vote, majority);
       };
       break;
     }

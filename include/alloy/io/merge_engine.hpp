@@ -45,15 +45,16 @@
 //     at its offset; the inputs are released behind the finished items in 16 MiB steps
 //     (detail::release_behind): peak = about 2 x threads x chunk x (output element size + the
 //     input element sizes) + 16 MiB per input, about 100 MB, whatever the model and tensor sizes;
-//   - ties (every preset), magnitude_prune, dare_linear and dare_ties need a whole tensor
-//     only for their masks (each model's top-k cut or random keep, a norm-matching factor):
+//   - ties (every preset), magnitude_prune, dare_* and breadcrumbs* (but under preset paper,
+//     whose masks are per row) need a whole tensor only for their masks (each model's top-k
+//     cuts or random keep, a norm-matching factor):
 //     a tensor of more than parallel_chunk elements whose inputs are aligned gets its
 //     masks with every thread working over the whole tensor in place, then merges in chunks
 //     of parallel_chunk elements as above (detail::masked_tensor; alloy::detail::slice_job
 //     keeps the whole tensor's bits): peak = the largest tensor's inputs (mapped, read whole by the cut) plus the
 //     chunks and the cut's sample and band entries, and no output buffer of a whole tensor;
 //   - other methods that need a whole tensor (top-k thresholds, norms, row ranks, angles,
-//     linear solves: breadcrumbs*, della*, slerp, nuslerp, multislerp, karcher,
+//     linear solves: breadcrumbs* under paper, della*, slerp, nuslerp, multislerp, karcher,
 //     model_stock, regmean, and the methods above for misaligned tensors) merge one
 //     tensor at a time with every thread working
 //     inside it, into one output buffer of that tensor, written (by a second thread) while

@@ -288,21 +288,10 @@ inline std::int64_t breadcrumbs_vote_balance(std::span<sparse_job> jobs, std::sp
 inline void breadcrumbs_jobs(const char* method, std::span<sparse_job> jobs, std::span<const std::size_t> rows,
                              const std::vector<double>& weights, const breadcrumbs_options& o, bool ties_vote) {
   const auto p = check_breadcrumbs(method, jobs.empty() ? weights.size() : jobs[0].models.size(), weights, o);
-  linear_weights lw(weights);
-  if (!ties_vote) {
-    // mergekit's guard against dividing by a (near) zero sum of weights.
-    if (std::abs(lw.divisor_f) < 1e-8f) lw.divisor_f = 1;
-    if (std::abs(lw.divisor_d) < 1e-8) lw.divisor_d = 1;
-  }
+  const linear_weights lw(weights);
   const ties_options t = vote_options_of(o);
   auto merge = [&](std::span<const sparse_job> group, bool majority) {
-    if (ties_vote)
-      run_sparse_merge(group, o.storage_precision, o.exec, [&](std::size_t, auto tag) {
-        return ties_kernel<decltype(tag)>(lw.get<decltype(tag)>(), t, majority);
-      });
-    else
-      run_sparse_merge(group, o.storage_precision, o.exec,
-                       [&](std::size_t, auto tag) { return linear_kernel<decltype(tag)>(lw, o); });
+    sum_or_vote_merge(group, weights, o, ties_vote, majority);
   };
   const bool need_majority = ties_vote && o.zero == zero_vote::model_majority;
   if (o.scope == breadcrumbs_scope::per_tensor) {

@@ -173,33 +173,13 @@ inline std::int64_t dare_vote_balance(std::span<sparse_job> jobs, const std::vec
   return vote_balance(jobs, linear_weights(weights), vote_options_of(o));
 }
 
-// The merge of jobs whose masks dare_prepare set: a weighted sum, or (ties_vote) the TIES
-// vote and disjoint merge, whose zero vote under zero_vote::model_majority takes
-// majority_positive.
-inline void dare_merge(std::span<const sparse_job> jobs, const std::vector<double>& weights, const dare_options& o,
-                       bool ties_vote, bool majority_positive) {
-  linear_weights lw(weights);
-  if (!ties_vote) {
-    // mergekit's guard against dividing by a (near) zero sum of weights.
-    if (std::abs(lw.divisor_f) < 1e-8f) lw.divisor_f = 1;
-    if (std::abs(lw.divisor_d) < 1e-8) lw.divisor_d = 1;
-    run_sparse_merge(jobs, o.storage_precision, o.exec,
-                     [&](std::size_t, auto tag) { return linear_kernel<decltype(tag)>(lw, o); });
-    return;
-  }
-  const ties_options t = vote_options_of(o);
-  run_sparse_merge(jobs, o.storage_precision, o.exec, [&](std::size_t, auto tag) {
-    return ties_kernel<decltype(tag)>(lw.get<decltype(tag)>(), t, majority_positive);
-  });
-}
-
 inline void dare_jobs(const char* method, std::span<sparse_job> jobs, const std::vector<double>& weights,
                       const dare_options& o, bool ties_vote) {
   dare_prepare(method, jobs, weights, o);
   const ties_options t = vote_options_of(o);
   const bool majority =
       ties_vote && t.zero == zero_vote::model_majority && majority_vote_positive(jobs, linear_weights(weights), t);
-  dare_merge(jobs, weights, o, ties_vote, majority);
+  sum_or_vote_merge(jobs, weights, o, ties_vote, majority);
 }
 
 // The niebloid behind dare_linear and dare_ties.

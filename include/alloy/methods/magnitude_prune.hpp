@@ -58,7 +58,7 @@ struct magnitude_prune_options {
 namespace detail {
 
 // The whole-tensor part: the checks, the trim masks and their norm-matching factors. The
-// merge (magnitude_prune_merge) is then element-wise, as for ties (ties_prepare).
+// merge (sum_or_vote_merge, a weighted sum) is then element-wise, as for ties (ties_prepare).
 inline void magnitude_prune_prepare(std::span<sparse_job> jobs, const std::vector<double>& weights,
                                     const magnitude_prune_options& o) {
   const char* method = "magnitude_prune";
@@ -71,19 +71,10 @@ inline void magnitude_prune_prepare(std::span<sparse_job> jobs, const std::vecto
   match_norms(jobs, o.rescale, o.storage_precision, o.exec);
 }
 
-inline void magnitude_prune_merge(std::span<const sparse_job> jobs, const std::vector<double>& weights,
-                                  const magnitude_prune_options& o) {
-  linear_weights lw(weights);
-  if (std::abs(lw.divisor_f) < 1e-8f) lw.divisor_f = 1;
-  if (std::abs(lw.divisor_d) < 1e-8) lw.divisor_d = 1;
-  run_sparse_merge(jobs, o.storage_precision, o.exec,
-                   [&](std::size_t, auto tag) { return linear_kernel<decltype(tag)>(lw, o); });
-}
-
 inline void magnitude_prune_jobs(std::span<sparse_job> jobs, const std::vector<double>& weights,
                                  const magnitude_prune_options& o) {
   magnitude_prune_prepare(jobs, weights, o);
-  magnitude_prune_merge(jobs, weights, o);
+  sum_or_vote_merge(jobs, weights, o, false, false);
 }
 
 }  // namespace detail
