@@ -234,19 +234,10 @@ inline void della_jobs(const char* method, std::span<sparse_job> jobs,
   const auto epsilons = per_model(method, "epsilon", o.epsilon, o.epsilons, n);
   check_della_bounds(method, densities, epsilons);
   build_della_masks(method, jobs, shapes, densities, epsilons, o);
-  linear_weights lw(weights);
-  if (!ties_vote) {
-    // mergekit's guard against dividing by a (near) zero sum of weights.
-    if (std::abs(lw.divisor_f) < 1e-8f) lw.divisor_f = 1;
-    if (std::abs(lw.divisor_d) < 1e-8) lw.divisor_d = 1;
-    run_sparse_merge(jobs, o.storage_precision, o.exec,
-                     [&](std::size_t, auto tag) { return linear_kernel<decltype(tag)>(lw, o); });
-    return;
-  }
   const ties_options t = vote_options_of(o);
-  const bool majority = t.zero == zero_vote::model_majority && majority_vote_positive(jobs, lw, t);
-  run_sparse_merge(jobs, o.storage_precision, o.exec,
-                   [&](std::size_t, auto tag) { return ties_kernel<decltype(tag)>(lw.get<decltype(tag)>(), t, majority); });
+  const bool majority =
+      ties_vote && t.zero == zero_vote::model_majority && majority_vote_positive(jobs, linear_weights(weights), t);
+  sum_or_vote_merge(jobs, weights, o, ties_vote, majority);
 }
 
 // A tensor-level base: a tensor_like (its shape gives the rows) or a view (one row).
