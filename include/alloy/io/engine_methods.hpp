@@ -60,8 +60,8 @@
 
 #include <cmath>
 #include <cstddef>
-#include <functional>
 #include <cstring>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -677,12 +677,11 @@ inline void merge_tensor(const recipe& r, const merge_plan& plan, const method_s
 
 // ties, magnitude_prune, dare_* and breadcrumbs* (per tensor: presets mergekit and peft) need
 // a whole tensor only for their masks (each model's top-k cuts, or the random keep) and their
-// factors (norm matching). Once a
-// tensor's masks are set, by the library's *_prepare with every thread or by preset paper's
-// whole-model plan, the rest is element-wise: the engine then merges the tensor in chunks,
-// each into a chunk buffer written at its offset, instead of into a buffer of the whole
-// tensor. The bits are those of the library's call on the whole tensor
-// (alloy::detail::slice_job).
+// factors (norm matching). Once a tensor's masks are set, by the library's *_prepare with
+// every thread or by preset paper's whole-model plan, the rest is element-wise: the engine
+// then merges the tensor in chunks, each into a chunk buffer written at its offset, instead
+// of into a buffer of the whole tensor. The bits are those of the library's call on the whole
+// tensor (alloy::detail::slice_job).
 struct masked_tensor {
   alloy::detail::sparse_job job;                                // the whole tensor: views, masks set
   std::function<void(const alloy::detail::sparse_job&)> merge;  // one slice, on the calling thread

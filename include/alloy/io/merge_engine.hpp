@@ -47,23 +47,22 @@
 //     input element sizes) + 16 MiB per input, about 100 MB, whatever the model and tensor sizes;
 //   - ties (every preset), magnitude_prune, dare_* and breadcrumbs* (but under preset paper,
 //     whose masks are per row) need a whole tensor only for their masks (each model's top-k
-//     cuts or random keep, a norm-matching factor):
-//     a tensor of more than parallel_chunk elements whose inputs are aligned gets its
-//     masks with every thread working over the whole tensor in place, then merges in chunks
-//     of parallel_chunk elements as above (detail::masked_tensor; alloy::detail::slice_job
-//     keeps the whole tensor's bits): peak = the largest tensor's inputs (mapped, read whole by the cut) plus the
-//     chunks and the cut's sample and band entries, and no output buffer of a whole tensor;
+//     cuts or random keep, a norm-matching factor): a tensor of more than parallel_chunk
+//     elements whose inputs are aligned gets its masks with every thread working over the
+//     whole tensor in place, then merges in chunks of parallel_chunk elements as above
+//     (detail::masked_tensor; alloy::detail::slice_job keeps the whole tensor's bits): peak =
+//     the largest tensor's inputs (mapped, read whole for the masks) plus the chunks and the
+//     top-k's sample and band entries, and no output buffer of a whole tensor;
 //   - other methods that need a whole tensor (top-k thresholds, norms, row ranks, angles,
 //     linear solves: breadcrumbs* under paper, della*, slerp, nuslerp, multislerp, karcher,
-//     model_stock, regmean, and the methods above for misaligned tensors) merge one
-//     tensor at a time with every thread working
-//     inside it, into one output buffer of that tensor, written (by a second thread) while
-//     the next tensor merges into a second buffer, so no core waits on the write: peak = the
-//     largest tensor's inputs (mapped) plus two output buffers, i.e. (N + 1) x input bytes +
-//     2 x output bytes of the largest tensor, independent of the number of tensors (regmean:
-//     plus the layer's Grams and the solver's scratch, two [in, in] and up to five [out, in]
-//     float matrices). Tensors of at most alloy::parallel_chunk elements (norms, biases) run
-//     several at a time, one per thread.
+//     model_stock, regmean, and the methods above for misaligned tensors) merge one tensor at
+//     a time with every thread working inside it, into one output buffer of that tensor,
+//     written (by a second thread) while the next tensor merges into a second buffer, so no
+//     core waits on the write: peak = the largest tensor's inputs (mapped) plus two output
+//     buffers, i.e. (N + 1) x input bytes + 2 x output bytes of the largest tensor,
+//     independent of the number of tensors (regmean: plus the layer's Grams and the solver's
+//     scratch, two [in, in] and up to five [out, in] float matrices). Tensors of at most
+//     alloy::parallel_chunk elements (norms, biases) run several at a time, one per thread.
 // merge_plan::memory_estimate gives the figure for a plan. Results do not depend on the thread
 // count or the chunk size (the methods are deterministic and element-wise ones are
 // position-independent; random methods are keyed by tensor name and element index).

@@ -185,23 +185,25 @@ inline void ties_merge(std::span<const sparse_job> jobs, const std::vector<doubl
   });
 }
 
-// The merge of sparsified jobs (masks set) in the two forms of dare, breadcrumbs and
-// magnitude_prune: the weighted sum, with mergekit's guard against dividing by a (near) zero
-// sum of weights, or (ties_vote) the TIES vote and disjoint merge, whose zero vote under
-// zero_vote::model_majority takes majority_positive.
+// The merge of sparsified jobs (masks set) in the two forms of dare, breadcrumbs and della:
+// (ties_vote) the TIES vote and disjoint merge, whose zero vote under
+// zero_vote::model_majority takes majority_positive, or the weighted sum, with mergekit's
+// guard against dividing by a (near) zero sum of weights. Options without vote fields
+// (magnitude_prune's) always take the sum.
 template <class O>
 void sum_or_vote_merge(std::span<const sparse_job> jobs, const std::vector<double>& weights, const O& o,
                        bool ties_vote, bool majority_positive) {
-  linear_weights lw(weights);
-  if (!ties_vote) {
-    if (std::abs(lw.divisor_f) < 1e-8f) lw.divisor_f = 1;
-    if (std::abs(lw.divisor_d) < 1e-8) lw.divisor_d = 1;
-    run_sparse_merge(jobs, o.storage_precision, o.exec,
-                     [&](std::size_t, auto tag) { return linear_kernel<decltype(tag)>(lw, o); });
-    return;
+  if constexpr (requires { o.consensus_method; }) {
+    if (ties_vote) {
+      ties_merge(jobs, weights, vote_options_of(o), majority_positive);
+      return;
+    }
   }
-  if constexpr (requires { o.consensus_method; })  // magnitude_prune has no vote
-    ties_merge(jobs, weights, vote_options_of(o), majority_positive);
+  linear_weights lw(weights);
+  if (std::abs(lw.divisor_f) < 1e-8f) lw.divisor_f = 1;
+  if (std::abs(lw.divisor_d) < 1e-8) lw.divisor_d = 1;
+  run_sparse_merge(jobs, o.storage_precision, o.exec,
+                   [&](std::size_t, auto tag) { return linear_kernel<decltype(tag)>(lw, o); });
 }
 
 inline void ties_jobs(std::span<sparse_job> jobs, const std::vector<double>& weights, const ties_options& o) {
