@@ -1,4 +1,4 @@
-// kernels::fill_uniform (kernels/philox.hpp: 16 Philox4x32-10 blocks per AVX-512 step)
+// kernels::fill_uniform (kernels/philox.hpp: 32, then 8, Philox4x32-10 blocks per AVX-512 step)
 // must write exactly counter_rng::fill_uniform's values: the draws of DARE and DELLA are
 // keyed by (seed, tensor name, model, element index) and never change. Built without
 // AVX-512 this checks the scalar fallback; an AVX-512 build (-march=native) checks the
@@ -23,7 +23,7 @@ TEST_CASE("vectorized Philox uniforms equal the scalar generator", "[kernels][ra
             (std::uint64_t{1} << 34) - 37,  // block index carries into the high counter word
             (top >> 2) * 4 - 10,            // block index wraps at 2^62
             top - 200, top - 63, top}) {
-        for (const std::size_t n : {0u, 1u, 3u, 63u, 64u, 65u, 127u, 128u, 200u, 2048u, 4999u}) {
+        for (const std::size_t n : {0u, 1u, 3u, 31u, 32u, 33u, 63u, 64u, 65u, 127u, 128u, 161u, 200u, 255u, 2048u, 4999u}) {
           CAPTURE(seed, stream, first, n);
           std::vector<float> want(n + 1, -1.0f), got(n + 1, -1.0f);
           rng.fill_uniform(first, want.data(), n);
