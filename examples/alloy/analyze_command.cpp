@@ -9,11 +9,14 @@
 //   conflicts after       the same after trimming each tau_i to its top-k magnitudes at the
 //                         recipe's density for that tensor and model (or --density), as TIES
 //                         does (k = floor(density * n), exact)
-// Memory: one float buffer and one byte per element of the tensor in flight.
+// The statistics are alloy::task_vector_interference's (methods/interference.hpp), one tensor
+// at a time, every thread working inside it. Memory: a few tiles per thread and the top-k's
+// sample and band entries; the pages of a tensor's inputs are released after it.
 #include "cli_common.hpp"
 #include "commands.hpp"
 
 #include <alloy/io/merge_engine.hpp>
+#include <alloy/methods/interference.hpp>
 
 #include <CLI/CLI.hpp>
 
@@ -33,20 +36,6 @@ struct analyze_args {
   std::string recipe;
   double density = 0;  // 0: the recipe's
   int threads = 0;
-};
-
-struct tensor_stats {
-  std::vector<double> abs_sum, nonzero;  // per model
-  std::uint64_t conflicts_before = 0, conflicts_after = 0, elements = 0;
-};
-
-// An aligned float buffer that keeps its capacity.
-struct float_buffer {
-  std::vector<float> v;
-  float* get(std::size_t n) {
-    if (v.size() < n) v.resize(n);
-    return v.data();
-  }
 };
 
 int run_analyze(const analyze_args& a) {
@@ -76,10 +65,8 @@ int run_analyze(const analyze_args& a) {
               static_cast<int>(9 * n_models), "mean|tau| per model", static_cast<int>(7 * n_models), "nonzero",
               static_cast<int>(6 * n_models), "density", "conflicts", "trimmed");
 
-  float_buffer tau;
-  std::vector<unsigned char> flags;
   std::vector<std::vector<unsigned char>> scratch(n_models + 1);
-  tensor_stats total;
+  alloy::interference total;
   total.abs_sum.assign(n_models, 0);
   total.nonzero.assign(n_models, 0);
   for (const auto& t : plan.tensors) {
@@ -97,42 +84,11 @@ int run_analyze(const analyze_args& a) {
         in.push_back({scratch[i].data(), n, s->type()});
       }
     }
-    flags.assign(n, 0);
-    tensor_stats st;
-    st.elements = n;
     std::vector<double> densities(n_models);
-    float* buf = tau.get(std::max<std::size_t>(n, 1));
-    const alloy::mutable_tensor_view out{buf, n, alloy::dtype::f32};
-    for (std::size_t i = 0; i < n_models; ++i) {
-      alloy::task_arithmetic_options ta;
-      ta.output = alloy::merge_output::delta;
-      ta.exec = o.exec;
-      alloy::task_arithmetic(in[0], {in[i + 1]}, {1.0}, out, ta);
-      double abs_sum = 0;
-      std::size_t nonzero = 0;
-      for (std::size_t j = 0; j < n; ++j) {
-        abs_sum += std::fabs(static_cast<double>(buf[j]));
-        nonzero += buf[j] != 0;
-        flags[j] |= static_cast<unsigned char>((buf[j] > 0 ? 1 : 0) | (buf[j] < 0 ? 2 : 0));
-      }
-      st.abs_sum.push_back(abs_sum);
-      st.nonzero.push_back(static_cast<double>(nonzero));
+    for (std::size_t i = 0; i < n_models; ++i)
       densities[i] = a.density != 0 ? a.density : t.parameters.models[i].density.value_or(1.0);
-      if (densities[i] < 1) {
-        alloy::magnitude_prune_options mp;
-        mp.density = densities[i];
-        mp.on_empty = alloy::empty_trim::zeros;
-        mp.output = alloy::merge_output::delta;
-        mp.exec = o.exec;
-        alloy::magnitude_prune(in[0], {in[i + 1]}, {1.0}, out, mp);
-      }
-      for (std::size_t j = 0; j < n; ++j)
-        flags[j] |= static_cast<unsigned char>((buf[j] > 0 ? 4 : 0) | (buf[j] < 0 ? 8 : 0));
-    }
-    for (std::size_t j = 0; j < n; ++j) {
-      st.conflicts_before += (flags[j] & 3) == 3;
-      st.conflicts_after += (flags[j] & 12) == 12;
-    }
+    const alloy::interference st =
+        alloy::task_vector_interference(in[0], std::span(in).subspan(1), densities, o.exec);
     for (const auto* s : t.sources) s->file->mapping().release(s->data());
 
     const double nd = n ? static_cast<double>(n) : 1.0;
@@ -141,7 +97,7 @@ int run_analyze(const analyze_args& a) {
     for (std::size_t i = 0; i < n_models; ++i) {
       std::snprintf(cell, sizeof cell, "%-9.3g", st.abs_sum[i] / nd);
       means += cell;
-      std::snprintf(cell, sizeof cell, "%5.1f%% ", 100 * st.nonzero[i] / nd);
+      std::snprintf(cell, sizeof cell, "%5.1f%% ", 100 * static_cast<double>(st.nonzero[i]) / nd);
       nonzeros += cell;
       std::snprintf(cell, sizeof cell, "%-6.3g", densities[i]);
       dens += cell;
@@ -160,7 +116,7 @@ int run_analyze(const analyze_args& a) {
               static_cast<unsigned long long>(total.elements));
   for (std::size_t i = 0; i < n_models; ++i)
     std::printf("  model %zu: mean |tau| %.4g, nonzero %.2f%%\n", i + 1, total.abs_sum[i] / nd,
-                100 * total.nonzero[i] / nd);
+                100 * static_cast<double>(total.nonzero[i]) / nd);
   std::printf("  sign conflicts: %.2f%% of positions before trimming, %.2f%% after\n",
               100 * static_cast<double>(total.conflicts_before) / nd,
               100 * static_cast<double>(total.conflicts_after) / nd);

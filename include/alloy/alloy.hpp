@@ -20,6 +20,7 @@
 #include <alloy/methods/della.hpp>
 #include <alloy/methods/fisher.hpp>
 #include <alloy/methods/greedy_soup.hpp>
+#include <alloy/methods/interference.hpp>
 #include <alloy/methods/karcher.hpp>
 #include <alloy/methods/magnitude_prune.hpp>
 #include <alloy/methods/model_stock.hpp>

@@ -327,6 +327,12 @@ run 0 analyze ties.yaml
 contains "$out" "sign conflicts" "analyze reports sign conflicts"
 contains "$out" "model.layers.0.mlp.up_proj.weight" "analyze reports per tensor"
 run 0 analyze ties.yaml --density 0.2
+contains "$out" "trimming at --density 0.2" "analyze --density replaces the recipe's densities"
+run 0 analyze ties.yaml --threads 1
+analyze1=$out
+run 0 analyze ties.yaml --threads 2
+checks=$((checks + 1))
+[[ $analyze1 == "$out" ]] || fail "analyze: 1 and 2 threads print different figures"
 run 2 analyze ties.yaml --density 2
 one_error_line "--density"
 run 2 analyze missing.yaml
