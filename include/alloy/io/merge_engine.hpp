@@ -530,8 +530,9 @@ class merge_engine {
     std::uint64_t whole_peak = 0, largest_output = 0;  // the previous tensor's output is being written
     if (plan_.whole_tensors) {
       for (const auto& t : plan_.tensors) {
-        if (in_chunks_after_masks(t)) {  // the inputs mapped whole, the chunks as above
-          whole_peak = std::max(whole_peak, t.input_bytes + chunk_peak);
+        if (in_chunks_after_masks(t)) {  // the inputs mapped whole, and chunks of parallel_chunk
+          whole_peak = std::max<std::uint64_t>(whole_peak,
+                                               t.input_bytes + 2 * plan_.threads * parallel_chunk * per_element);
         } else if (t.action == tensor_action::merge) {
           whole_peak = std::max(whole_peak, t.input_bytes + t.output_bytes);
           largest_output = std::max(largest_output, t.output_bytes);
