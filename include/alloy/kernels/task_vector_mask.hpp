@@ -25,8 +25,9 @@ namespace alloy::kernels {
 template <class C>
 void difference(const C* x, const C* b, C* t, std::size_t n) noexcept {
   constexpr std::size_t W = width<C>;
+  const std::size_t body = n / W * W;  // not j + W <= n: g++ 12 then warns of an overflow
   std::size_t j = 0;
-  for (; j + W <= n; j += W) store(t + j, load(x + j) - load(b + j));
+  for (; j < body; j += W) store(t + j, load(x + j) - load(b + j));
   for (; j < n; ++j) t[j] = x[j] - b[j];
 }
 
