@@ -104,6 +104,7 @@ TEST_CASE("interference: bad input names the value", "[methods][interference]") 
                     Catch::Contains("2 densities for 1 models"));
   CHECK_THROWS_WITH(task_vector_interference(base, {a}, {0.0}), Catch::Contains("density of model 0"));
   CHECK_THROWS_WITH(task_vector_interference(base, {a}, {1.5}), Catch::Contains("density of model 0"));
-  CHECK_THROWS_WITH(task_vector_interference(base, {a, shorter}, {0.5, 0.5}), Catch::Contains("model 1 has 3 elements"));
+  CHECK_THROWS_WITH(task_vector_interference(base, {a, shorter}, {0.5, 0.5}),
+                    Catch::Contains("model 1 has 3 elements"));
   CHECK_THROWS_AS(task_vector_interference(base, std::span<const tensor_view>{}, std::span<const double>{}), error);
 }

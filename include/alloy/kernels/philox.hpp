@@ -91,7 +91,8 @@ inline void philox_groups(const __m512i* blk, __m512i stream_lo, __m512i stream_
 template <int C>
 inline void philox_run(const counter_rng& rng, const philox_keys& keys, std::uint64_t b, float* out) noexcept {
   const __m512i mask = _mm512_set1_epi64(static_cast<long long>(~std::uint64_t{0} >> 2));
-  const __m512i lanes = _mm512_add_epi64(_mm512_set1_epi64(static_cast<long long>(b)), _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7));
+  const __m512i lanes =
+      _mm512_add_epi64(_mm512_set1_epi64(static_cast<long long>(b)), _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7));
   __m512i blk[C];
   for (int j = 0; j < C; ++j) blk[j] = _mm512_and_si512(_mm512_add_epi64(lanes, _mm512_set1_epi64(8 * j)), mask);
   philox_groups<C>(blk, _mm512_set1_epi32(static_cast<int>(rng.stream_lo())),

@@ -24,6 +24,7 @@
 #include <alloy/methods/detail/sparse_merge.hpp>
 #include <alloy/methods/detail/trim.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -93,7 +94,7 @@ void add_interference_tile(std::span<const C* const> rows, std::span<const tv_ma
 struct task_vector_interference_fn {
   interference operator()(tensor_view base, std::span<const tensor_view> models, std::span<const double> densities,
                           const execution& ex = {}) const {
-    constexpr const char* method = "interference";
+    constexpr const char* method = "task_vector_interference";
     detail::check_model_count(method, models.size(), 1, kernels::max_stream_inputs - 1);
     detail::check_densities(method, densities, models.size());
     std::vector<tensor_view> in{base};
