@@ -63,7 +63,7 @@ void add_interference_tile(std::span<const C* const> rows, std::span<const tv_ma
     const C* t = rows[1 + i];
     // Eight partial sums (entry j into acc[j % 8]), added in order at the end: one chain
     // of double additions waits on each add's latency (alloy analyze of the 0.57B benchmark
-    // set: 2.6 s with one chain, 1.5 s with eight).
+    // set: 2.7 s with one chain, 1.5 s with eight).
     double acc[8] = {};
     std::size_t j = 0;
     for (; j + 8 <= len; j += 8)
