@@ -16,6 +16,10 @@
 #include <iostream>
 #include <vector>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 // OpenBLAS's pthreads build (Debian's default) starts a worker per extra core when the program
 // loads, and each worker polls for work with sched_yield for about 2^28 cycles before it
 // sleeps: on 2 cores that took 7.4 % of a task_arithmetic merge's samples (docs/cli.md). No
@@ -23,8 +27,23 @@
 // threaded call (it does so after a fork too). Weak: other BLAS libraries lack the symbol.
 extern "C" int blas_thread_shutdown_() __attribute__((weak));
 
+// glibc returns a freed block of more than 128 KiB to the kernel (munmap, or a trimmed heap
+// top) and raises its thresholds only as such blocks come back, so every tensor's selection
+// buffers (ties' band entries: about 80 MB per 0.57B merge, in blocks of 16 KiB to 300 KiB)
+// were fresh pages, each faulted in anew; on a guest whose page faults are slow that was a
+// third of a ties merge's system time (docs/performance.md). Blocks below 32 MiB now come
+// from heaps kept across tensors, with at most 256 MiB of freed memory held back; larger
+// ones (whole-tensor buffers) are still mapped and returned on free.
+static void keep_freed_heap() {
+#if defined(__GLIBC__)
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
+#endif
+}
+
 int main(int argc, char** argv) {
   if (blas_thread_shutdown_) blas_thread_shutdown_();
+  keep_freed_heap();
   CLI::App app("alloy " + std::string(alloy::version_string) +
                    ": merge neural-network checkpoints (safetensors) with mergekit-style recipes",
                "alloy");
