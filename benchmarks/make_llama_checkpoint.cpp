@@ -29,7 +29,8 @@
 // or alloy::ties (mergekit preset) and the benchmark recipes' parameters (weights 0.5, 0.3,
 // 0.2, density 0.5) on T threads, into one reused output buffer that is never written to a
 // file; best of 3, printed as "seconds <s>". The merge's time less this is what its reads
-// through the engine and its output write cost.
+// through the engine and its output write cost. The program sets glibc's allocator as
+// `alloy` does (freed heap memory kept), so the method runs under the tool's conditions.
 #include <alloy/core/bf16.hpp>
 #include <alloy/core/execution.hpp>
 #include <alloy/core/fp16.hpp>
@@ -54,6 +55,10 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 namespace {
 
@@ -258,6 +263,12 @@ std::size_t number(const char* s, const char* what) {
 }  // namespace
 
 int main(int argc, char** argv) {
+#if defined(__GLIBC__)
+  // As `alloy` does (examples/alloy/main.cpp): freed heap memory is kept, so that
+  // --method-time times the method under the tool's allocator settings.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
+#endif
   try {
     shape_config c;
     std::uint64_t model = 0;
