@@ -29,9 +29,9 @@ extern "C" int blas_thread_shutdown_() __attribute__((weak));
 
 // glibc returns a freed block of more than 128 KiB to the kernel (munmap, or a trimmed heap
 // top) and raises its thresholds only as such blocks come back, so every tensor's selection
-// buffers (ties' band entries: about 80 MB per 0.57B merge, in blocks of 16 KiB to 300 KiB)
-// were fresh pages, each faulted in anew; on a guest whose page faults are slow that was a
-// third of a ties merge's system time (docs/performance.md). Blocks below 32 MiB now come
+// buffers (ties' band entries, in blocks of 128-300 KiB: about 90 MB of pages written per
+// 0.57B merge) were fresh pages, each faulted in anew; on a guest whose page faults are slow
+// that was 0.25 of a ties merge's 0.62 s of system time (docs/performance.md). Blocks below 32 MiB now come
 // from heaps kept across tensors, with at most 256 MiB of freed memory held back; larger
 // ones (whole-tensor buffers) are still mapped and returned on free.
 static void keep_freed_heap() {
