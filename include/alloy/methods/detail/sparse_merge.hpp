@@ -20,7 +20,9 @@
 // (ranked_block: about parallel_chunk and sparse_tile elements, at least one block), still
 // at fixed offsets. Such a job's tiles may be longer than sparse_tile (a row of 4096, or a
 // whole 1-D tensor): callbacks must accept any tile length. Memory for it: (N + 2) tiles
-// plus 16 bytes per row entry of sort scratch, per worker.
+// plus 16 bytes per row entry of sort scratch, per worker. When match_norms ranks such masks
+// for a norm, it can record their keep decisions as bits (tv_mask::kind::bits, n / 8 bytes
+// per model, owned by the caller), so that later passes read them instead of ranking again.
 #pragma once
 
 #include <alloy/config.hpp>
@@ -36,6 +38,7 @@
 #include <alloy/methods/detail/topk.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <functional>
 #include <limits>
 #include <bit>
@@ -66,7 +69,7 @@ static_assert(parallel_chunk % sparse_tile == 0 && sparse_tile % kernels::max_wi
 // multiplied by `scale`, and by 1 / p_q as well when inverse_probability (the paper's
 // rescale). p_width = 0 needs no ranking (every p_q = p_low).
 struct tv_mask {
-  enum class kind : unsigned char { all, none, topk, band, random, della };
+  enum class kind : unsigned char { all, none, topk, band, random, della, bits };
   kind type = kind::all;
   topk_rule keep;             // topk: kept iff keep.keeps(i, |t|); band: and not drop.keeps
   topk_rule drop;             // band: the largest entries removed (Breadcrumbs' outliers)
@@ -81,6 +84,9 @@ struct tv_mask {
   double p_low = 0;                  // keep probability of the smallest magnitude of a row
   double p_width = 0;                // p of the largest minus p of the smallest
   bool inverse_probability = false;  // kept entries also scaled by 1 / p_q
+  // bits only: kept iff bit (first + i) of bits is set; the keep decisions a della mask
+  // made in match_norms, recorded so that the merge need not rank and draw again.
+  const std::uint64_t* bits = nullptr;
 };
 
 // Elements per block of whole rows of a della mask (row_length * row_stride).
@@ -253,8 +259,10 @@ C kept_or_zero(bool keep, C v) noexcept {
 
 // A della mask over tau = elements begin .. begin + len of the tensor, which must be whole
 // blocks of rows (begin and len multiples of ranked_block(m)). `u` is a scratch of len floats.
+// keep (optional, len bytes): also receives each entry's keep decision, 1 or 0.
 template <class C>
-void apply_della_mask(const tv_mask& m, C* tau, std::size_t begin, std::size_t len, float* u, rank_scratch& s) {
+void apply_della_mask(const tv_mask& m, C* tau, std::size_t begin, std::size_t len, float* u, rank_scratch& s,
+                      std::uint8_t* keep = nullptr) {
   kernels::fill_uniform(counter_rng(m.seed, m.stream), begin, u, len);
   const std::size_t rows = m.row_length, stride = m.row_stride, block = ranked_block(m);
   auto factor = [&m](double p) { return static_cast<C>(m.inverse_probability ? m.scale / p : m.scale); };
@@ -262,6 +270,8 @@ void apply_della_mask(const tv_mask& m, C* tau, std::size_t begin, std::size_t l
     const double p = rows == 1 ? m.p_low + m.p_width / 2 : m.p_low;
     const C f = factor(p);
     for (std::size_t j = 0; j < len; ++j) tau[j] = u[j] < p ? tau[j] * f : C(0);
+    if (keep != nullptr)
+      for (std::size_t j = 0; j < len; ++j) keep[j] = u[j] < p;
     return;
   }
   if (s.a.size() < rows) {
@@ -274,6 +284,7 @@ void apply_della_mask(const tv_mask& m, C* tau, std::size_t begin, std::size_t l
     for (std::size_t k = 0; k < stride; ++k) {
       C* row = tau + o + k;
       const float* ur = u + o + k;
+      std::uint8_t* kr = keep != nullptr ? keep + o + k : nullptr;
       std::uint64_t* a = s.a.data();
       if (stride == 1)
         for (std::size_t r = 0; r < rows; ++r)
@@ -288,12 +299,14 @@ void apply_della_mask(const tv_mask& m, C* tau, std::size_t begin, std::size_t l
         for (std::size_t q = 0; q < rows; ++q) {
           const std::size_t at = static_cast<std::uint32_t>(a[q]) * stride;
           row[at] = kept_or_zero(ur[at] < p[q], row[at] * static_cast<C>(f[q]));
+          if (kr != nullptr) kr[at] = ur[at] < p[q];
         }
       } else {
         for (std::size_t q = 0; q < rows; ++q) {
           const std::size_t at = static_cast<std::uint32_t>(a[q]) * stride;
           const double p = m.p_low + m.p_width * (static_cast<double>(q) / last);
           row[at] = kept_or_zero(ur[at] < p, row[at] * factor(p));
+          if (kr != nullptr) kr[at] = ur[at] < p;
         }
       }
     }
@@ -330,6 +343,12 @@ void apply_mask(const tv_mask& m, C* tau, std::size_t begin, std::size_t len, fl
       apply_della_mask(m, tau, begin, len, u, s);
       return;
     }
+    case tv_mask::kind::bits:
+      for (std::size_t j = 0; j < len; ++j) {
+        const std::size_t g = m.first + begin + j;
+        tau[j] = kept_or_zero((m.bits[g >> 6] >> (g & 63)) & 1, tau[j] * scale);
+      }
+      return;
   }
 }
 
@@ -433,7 +452,7 @@ inline bool fused_merge_job(const sparse_job& j, bool storage_precision) noexcep
     const dtype t = j.models[i].type;
     if (t != dtype::f32 && (t != dtype::bf16 || storage_precision)) return false;
     const auto k = j.masks[i].type;
-    if (k == tv_mask::kind::band || k == tv_mask::kind::della) return false;
+    if (k == tv_mask::kind::band || k == tv_mask::kind::della || k == tv_mask::kind::bits) return false;
   }
   return true;
 }
@@ -620,10 +639,38 @@ void norm_chains(rescale_norm norm, double* acc, const C* t, std::size_t stride,
     norm_chains(acc, t, stride, len, kept, n_kept, n, [](double a, double v) { return std::max(a, std::abs(v)); });
 }
 
-inline void match_norms(std::span<sparse_job> jobs, rescale_norm norm, bool storage_precision, const execution& ex) {
+// ORs keep[0, len) (0 or 1 each) into bits at bit offset `at`, one atomic OR per word: work
+// items of whole rows need not start on a word, so two may share one.
+inline void or_keep_bits(std::uint64_t* bits, std::size_t at, const std::uint8_t* keep, std::size_t len) noexcept {
+  for (std::size_t e = 0; e < len;) {
+    const std::size_t g = at + e, shift = g & 63, n = std::min<std::size_t>(64 - shift, len - e);
+    std::uint64_t word = 0;
+    for (std::size_t b = 0; b < n; ++b) word |= std::uint64_t{keep[e + b]} << (shift + b);
+    if (word != 0) std::atomic_ref<std::uint64_t>(bits[g >> 6]).fetch_or(word, std::memory_order_relaxed);
+    e += n;
+  }
+}
+
+// Sets each mask's scale to ||tau|| / ||kept|| in `norm` (skipped when a norm is below 1e-7,
+// and for masks with their own 1/p scaling). keep_bits (optional): the storage for the keep
+// decisions of the della masks it ranks (bits of job j, model i at [j * models + i], n / 64
+// words each); those masks become kind::bits, so the merge reads the decisions instead of
+// ranking and drawing again, at n / 8 bytes per model. The caller keeps the storage alive.
+inline void match_norms(std::span<sparse_job> jobs, rescale_norm norm, bool storage_precision, const execution& ex,
+                        std::vector<std::vector<std::uint64_t>>* keep_bits = nullptr) {
   if (norm == rescale_norm::none || jobs.empty()) return;
   const std::vector<tv_item> items = task_vector_item_list(jobs);
   const std::size_t n_models = jobs[0].models.size();
+  auto records = [&](std::size_t j, std::size_t i) {
+    const tv_mask& m = jobs[j].masks[i];
+    return keep_bits != nullptr && m.type == tv_mask::kind::della && !m.inverse_probability;
+  };
+  if (keep_bits != nullptr) {
+    keep_bits->assign(jobs.size() * n_models, {});
+    for (std::size_t j = 0; j < jobs.size(); ++j)
+      for (std::size_t i = 0; i < n_models; ++i)
+        if (records(j, i)) (*keep_bits)[j * n_models + i].assign((jobs[j].out.size + 63) / 64, 0);
+  }
   // partial[item][2 * model + 0/1] = norm accumulator before / after masking
   std::vector<double> partial(items.size() * 2 * n_models, 0.0);
   parallel_for(items.size(), ex, [&](std::size_t k) {
@@ -639,6 +686,7 @@ inline void match_norms(std::span<sparse_job> jobs, rescale_norm norm, bool stor
       std::vector<float> u(tile);
       rank_scratch scratch;
       std::vector<double> acc(2 * n_models);
+      std::vector<std::uint8_t> keep(keep_bits != nullptr ? tile : 0);
       for (std::size_t i = 0; i < n_models; ++i) {
         acc[2 * i] = partial[(k * n_models + i) * 2];
         acc[2 * i + 1] = partial[(k * n_models + i) * 2 + 1];
@@ -653,7 +701,12 @@ inline void match_norms(std::span<sparse_job> jobs, rescale_norm norm, bool stor
           std::copy_n(ti, len, ki);
           tv_mask unscaled = job.masks[i];
           unscaled.scale = 1;
-          apply_mask(unscaled, ki, pos, len, u.data(), scratch);
+          if (records(items[k].job, i)) {
+            apply_della_mask(unscaled, ki, pos, len, u.data(), scratch, keep.data());
+            or_keep_bits((*keep_bits)[items[k].job * n_models + i].data(), unscaled.first + pos, keep.data(), len);
+          } else {
+            apply_mask(unscaled, ki, pos, len, u.data(), scratch);
+          }
           n_kept[i] = kernels::compress_nonzero(ki, len, ki);
         }
         norm_chains(norm, acc.data(), t.data(), tile, len, kept.data(), n_kept.data(), n_models);
@@ -688,6 +741,10 @@ inline void match_norms(std::span<sparse_job> jobs, rescale_norm norm, bool stor
       }
       tv_mask& m = jobs[j].masks[i];
       if (m.scale == 1 && !m.inverse_probability && before[i] >= 1e-7 && after[i] >= 1e-7) m.scale = before[i] / after[i];
+      if (records(j, i)) {
+        m.type = tv_mask::kind::bits;
+        m.bits = (*keep_bits)[j * n_models + i].data();
+      }
     }
   }
 }
