@@ -687,6 +687,15 @@ struct masked_tensor {
   std::function<void(const alloy::detail::sparse_job&)> merge;  // one slice, on the calling thread
 };
 
+// Whether della keeps tensor t's keep decisions as bits (n / 8 bytes per model): its rescale
+// matches a norm (methods/della.hpp), as the preset sets it and `rescale` allows.
+inline bool della_keep_bits(const recipe& r, const planned_tensor& t) {
+  if (r.method != merge_method_id::della && r.method != merge_method_id::della_linear) return false;
+  if (t.parameters.rescale && !*t.parameters.rescale) return false;
+  const della_rescale k = della_options::preset(r.preset).rescale;
+  return k == della_rescale::l1 || k == della_rescale::l2 || k == della_rescale::linf;
+}
+
 inline bool merges_masked(const recipe& r, const merge_plan& plan) {
   switch (r.method) {
     case merge_method_id::ties:

@@ -534,9 +534,8 @@ class merge_engine {
           whole_peak = std::max<std::uint64_t>(whole_peak,
                                                t.input_bytes + 2 * plan_.threads * parallel_chunk * per_element);
         } else if (t.action == tensor_action::merge) {
-          // della's keep bits (with a norm rescale): n / 8 bytes per model.
-          const bool della = r_.method == merge_method_id::della || r_.method == merge_method_id::della_linear;
-          const std::uint64_t bits = della ? (t.elements + 63) / 64 * 8 * (t.sources.size() - 1) : 0;
+          const std::uint64_t bits =
+              detail::della_keep_bits(r_, t) ? (t.elements + 63) / 64 * 8 * (t.sources.size() - 1) : 0;
           whole_peak = std::max(whole_peak, t.input_bytes + t.output_bytes + bits);
           largest_output = std::max(largest_output, t.output_bytes);
         }
