@@ -435,6 +435,35 @@ TEST_CASE("the plan", "[io][merge_engine]") {
   CHECK(e.side_file_folder() == (f.dir / "m0").lexically_normal());
 }
 
+// The memory estimate adds della's keep bits (n / 8 bytes per model) only where the engine
+// makes them: a norm rescale (mergekit's default L1), not under preset paper (1/p scaling)
+// or a tensor's rescale: false. The fixture's tensors are too small for the bits to move
+// the estimate, so the decision is checked on every merged tensor of each plan.
+TEST_CASE("the plan counts della's keep bits only where della makes them", "[io][merge_engine]") {
+  fixture f(3);
+  const std::string models = "base_model: m0\nmodels:\n  - model: m1\n  - model: m2\n";
+  auto bits = [&](const std::string& text) {
+    const merge_engine e(f.parse(text + models));
+    std::size_t with = 0, merged = 0;
+    for (const auto& t : e.plan().tensors) {
+      if (t.action != alloy::io::tensor_action::merge) continue;
+      ++merged;
+      with += alloy::io::detail::della_keep_bits(e.source_recipe(), t);
+    }
+    REQUIRE(merged == 7);
+    return with;
+  };
+  const std::string p = "parameters: {weight: 0.5, density: 0.5, epsilon: 0.1";
+  CHECK(bits("merge_method: della\n" + p + "}\n") == 7);  // mergekit: rescale L1
+  CHECK(bits("merge_method: della_linear\n" + p + "}\n") == 7);
+  CHECK(bits("merge_method: della\n" + p + ", rescale: true}\n") == 7);
+  CHECK(bits("merge_method: della\n" + p + ", rescale: false}\n") == 0);
+  CHECK(bits("merge_method: della\n" + p + "}\nalloy: {preset: paper}\n") == 0);
+  // rescale: false for the two MLP tensors only (a filter): the other 5 keep bits.
+  CHECK(bits("merge_method: della\n" + p + ", rescale: [{filter: mlp, value: false}, {value: true}]}\n") == 5);
+  CHECK(bits("merge_method: ties\nparameters: {weight: 0.5, density: 0.5}\n") == 0);
+}
+
 TEST_CASE("aligned_buffer: alignment, kept capacity, a failed growth leaves it usable", "[io][merge_engine]") {
   using alloy::io::detail::aligned_buffer;
   aligned_buffer b;
