@@ -4,7 +4,8 @@
 //   make_llama_checkpoint OUT_DIR [--model I] [--layers L] [--hidden H] [--intermediate F]
 //                         [--vocab V] [--kv-dim K] [--dtype bf16|f16|f32]
 //   make_llama_checkpoint --memcpy-bandwidth [--threads T] [--mib M]
-//   make_llama_checkpoint --read-bandwidth FILE... [--threads T]
+//   make_llama_checkpoint --read-bandwidth FILE... [--threads T] [--read-mode engine|keep|pread]
+//   make_llama_checkpoint --write-bandwidth DIR [--threads T] [--mib M]
 //   make_llama_checkpoint --method-time task_arithmetic|ties BASE M1 M2 M3 [--threads T]
 //
 // Defaults are TinyLlama-1.1B's shapes (22 layers, hidden 2048, MLP 5632, vocab 32000,
@@ -19,10 +20,18 @@
 // (default: every core) each copying its part of an M MiB buffer (default 1024) with memcpy,
 // best of 5, printed as "bytes_per_second <read + write bytes per second>".
 //
-// --read-bandwidth measures how fast the merge's inputs can merely be read the way
-// `alloy merge` reads them: each file memory-mapped, T threads summing 4 MiB ranges of every
-// file in turn and releasing each range once read (MADV_DONTNEED); best of 3, printed as
-// "bytes_per_second <read bytes per second>". A merge cannot take less time than this.
+// --read-bandwidth measures how fast the merge's inputs can merely be read: T threads take
+// 2 MiB ranges (a work item of 2^20 bf16 elements), each range of every file in turn, and
+// sum one word per cache line; best of 3, printed as "bytes_per_second <read bytes per
+// second>". --read-mode engine (the default) reads as `alloy merge` reads a chunked tensor:
+// through the memory maps, dropping them behind the finished ranges in 16 MiB steps
+// (merge_engine's release_behind); keep maps without dropping anything (the resident set
+// grows to the files' size: a floor for reading through maps); pread copies each range
+// into a buffer of its thread (no maps). A merge cannot take less time than reading.
+//
+// --write-bandwidth measures the output side: T threads pwrite a new M MiB file (default
+// 1024) in DIR, 2 MiB at a time, as the engine writes its chunks; best of 3, printed as
+// "bytes_per_second <written bytes per second>". The file is removed after each run.
 //
 // --method-time times the library's method alone over the same inputs: every tensor of the
 // four checkpoint files (memory maps, kept for the run) merged with alloy::task_arithmetic
@@ -36,6 +45,7 @@
 #include <alloy/core/fp16.hpp>
 #include <alloy/io/checkpoint.hpp>
 #include <alloy/io/mapped_file.hpp>
+#include <alloy/io/merge_engine.hpp>
 #include <alloy/io/safetensors.hpp>
 #include <alloy/methods/task_arithmetic.hpp>
 #include <alloy/methods/ties.hpp>
@@ -55,6 +65,9 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <fcntl.h>
+#include <unistd.h>
 
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -173,52 +186,123 @@ int memcpy_bandwidth(unsigned threads, std::size_t mib) {
   return 0;
 }
 
-int read_bandwidth(unsigned threads, const std::vector<std::string>& files) {
+// How --read-bandwidth reads the files (see the top of the file).
+enum class read_mode { engine, keep, pread };
+
+std::uint64_t sum_lines(const std::byte* p, std::size_t n) {  // one 8-byte word per cache line
+  std::uint64_t w[8] = {}, acc = 0;
+  std::size_t i = 0;
+  for (; i + 64 <= n; i += 64)
+    for (std::size_t k = 0; k < 8; ++k) {
+      std::uint64_t v;
+      std::memcpy(&v, p + i + 8 * k, 8);
+      w[k] += v;
+    }
+  for (; i < n; ++i) acc += static_cast<std::uint64_t>(p[i]);
+  for (auto v : w) acc += v;
+  return acc;
+}
+
+int read_bandwidth(unsigned threads, const std::vector<std::string>& files, read_mode mode) {
   if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
   if (files.empty()) throw std::runtime_error("--read-bandwidth needs files");
-  constexpr std::size_t range = std::size_t{4} << 20;
+  constexpr std::size_t range = std::size_t{2} << 20;  // a work item of 2^20 bf16 elements
+  constexpr std::size_t step = std::size_t{16} << 20;  // merge_engine's release step
   double best = 1e30;
   std::uint64_t total = 0, sum = 0;
   for (int rep = 0; rep < 3; ++rep) {
     std::vector<alloy::io::mapped_file> maps;
-    for (const auto& f : files) maps.emplace_back(f);
+    std::vector<alloy::io::detail::unique_fd> fds;
+    std::vector<std::size_t> sizes;
+    for (const auto& f : files) {
+      if (mode == read_mode::pread) {
+        fds.emplace_back(::open(f.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!fds.back()) throw std::runtime_error("cannot open '" + f + "'");
+        sizes.push_back(static_cast<std::size_t>(fs::file_size(f)));
+      } else {
+        sizes.push_back(maps.emplace_back(f).size());
+      }
+    }
     std::size_t ranges = 0;
     total = 0;
-    for (const auto& m : maps) {
-      ranges = std::max(ranges, (m.size() + range - 1) / range);
-      total += m.size();
+    for (const auto n : sizes) {
+      ranges = std::max(ranges, (n + range - 1) / range);
+      total += n;
     }
+    alloy::io::detail::release_behind behind(sizes.size());
     std::atomic<std::size_t> next{0};
     std::atomic<std::uint64_t> sums{0};
+    std::atomic<bool> failed{false};
     const auto t0 = std::chrono::steady_clock::now();
     std::vector<std::thread> pool;
     for (unsigned t = 0; t < threads; ++t)
       pool.emplace_back([&] {
+        std::unique_ptr<std::byte[]> buf(mode == read_mode::pread ? new std::byte[range] : nullptr);
         std::uint64_t acc = 0;
         for (std::size_t r; (r = next.fetch_add(1)) < ranges;)
-          for (const auto& m : maps) {
-            if (r * range >= m.size()) continue;
-            const auto bytes = m.bytes().subspan(r * range, std::min(range, m.size() - r * range));
-            std::uint64_t w[8] = {};
-            std::size_t i = 0;
-            for (; i + 64 <= bytes.size(); i += 64)
-              for (std::size_t k = 0; k < 8; ++k) {
-                std::uint64_t v;
-                std::memcpy(&v, bytes.data() + i + 8 * k, 8);
-                w[k] += v;
-              }
-            for (; i < bytes.size(); ++i) acc += static_cast<std::uint64_t>(bytes[i]);
-            for (auto v : w) acc += v;
-            m.release(bytes);
+          for (std::size_t i = 0; i < sizes.size(); ++i) {
+            const std::size_t first = r * range;
+            if (first >= sizes[i]) continue;
+            const std::size_t n = std::min(range, sizes[i] - first);
+            if (mode == read_mode::pread) {
+              if (::pread(fds[i].get(), buf.get(), n, static_cast<off_t>(first)) != static_cast<ssize_t>(n)) failed = true;
+              acc += sum_lines(buf.get(), n);
+              continue;
+            }
+            acc += sum_lines(maps[i].data() + first, n);
+            if (mode == read_mode::keep) continue;
+            // As merge_engine::run drops a chunked tensor's inputs behind its finished items.
+            const auto d = behind.finished(i, sizes[i], range, first, step);
+            if (d.end)
+              maps[i].release(maps[i].bytes().subspan(d.first, d.count));
+            else if (d.count != 0)
+              maps[i].release_passed(maps[i].bytes().subspan(d.first, d.count));
           }
         sums += acc;
       });
     for (auto& th : pool) th.join();
     best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    if (failed) throw std::runtime_error("a short read");
     sum += sums;
   }
   std::printf("bytes_per_second %.0f\n", static_cast<double>(total) / best);
   std::fprintf(stderr, "(checksum %llu)\n", static_cast<unsigned long long>(sum));
+  return 0;
+}
+
+// T threads write a new file of M MiB in DIR with pwrite, 2 MiB (a work item's output) at a
+// time from a buffer each; best of 3, the file removed and the disk synced (untimed) after
+// each, so that no run waits on the previous one's write-back.
+int write_bandwidth(unsigned threads, const fs::path& dir, std::size_t mib) {
+  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  constexpr std::size_t range = std::size_t{2} << 20;
+  const std::size_t n = mib << 20, ranges = (n + range - 1) / range;
+  const fs::path file = dir / "alloy-write-bandwidth.tmp";
+  double best = 1e30;
+  for (int rep = 0; rep < 3; ++rep) {
+    alloy::io::detail::unique_fd fd(::open(file.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644));
+    if (!fd) throw std::runtime_error("cannot create '" + file.string() + "'");
+    std::atomic<std::size_t> next{0};
+    std::atomic<bool> failed{false};
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<std::thread> pool;
+    for (unsigned t = 0; t < threads; ++t)
+      pool.emplace_back([&, t] {
+        std::unique_ptr<std::byte[]> buf(new std::byte[range]);
+        std::memset(buf.get(), static_cast<int>(t + 1), range);
+        for (std::size_t r; (r = next.fetch_add(1)) < ranges;) {
+          const std::size_t first = r * range;
+          if (alloy::io::detail::pwrite_all(fd.get(), buf.get(), std::min(range, n - first), first) != 0) failed = true;
+        }
+      });
+    for (auto& th : pool) th.join();
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    fd.reset();
+    fs::remove(file);
+    ::sync();
+    if (failed) throw std::runtime_error("cannot write '" + file.string() + "'");
+  }
+  std::printf("bytes_per_second %.0f\n", static_cast<double>(n) / best);
   return 0;
 }
 
@@ -275,6 +359,8 @@ int main(int argc, char** argv) {
     unsigned threads = 0;
     std::size_t mib = 1024;
     bool bandwidth = false, read = false;
+    std::string write_dir;
+    read_mode mode = read_mode::engine;
     std::string out, method;
     std::vector<std::string> files;
     for (int i = 1; i < argc; ++i) {
@@ -303,6 +389,15 @@ int main(int argc, char** argv) {
         bandwidth = true;
       else if (a == "--read-bandwidth")
         read = true;
+      else if (a == "--write-bandwidth")
+        write_dir = next();
+      else if (a == "--read-mode") {
+        const std::string m = next();
+        mode = m == "engine"  ? read_mode::engine
+               : m == "keep"  ? read_mode::keep
+               : m == "pread" ? read_mode::pread
+                              : throw std::runtime_error("--read-mode: engine, keep or pread");
+      }
       else if (a == "--method-time") {
         method = next();
         read = true;  // the files follow
@@ -321,8 +416,9 @@ int main(int argc, char** argv) {
         throw std::runtime_error("unknown argument '" + a + "'");
     }
     if (bandwidth) return memcpy_bandwidth(threads, mib);
+    if (!write_dir.empty()) return write_bandwidth(threads, write_dir, mib);
     if (!method.empty()) return method_time(method, threads, files);
-    if (read) return read_bandwidth(threads, files);
+    if (read) return read_bandwidth(threads, files, mode);
     if (out.empty()) throw std::runtime_error("usage: make_llama_checkpoint OUT_DIR [options] (see the source)");
     return write_model(out, c, model);
   } catch (const std::exception& e) {

@@ -24,13 +24,19 @@
 #      counting read + write bytes), a file copy of one input with dd to the output's file
 #      system (the page-cache read + new-file write path a merge also takes), and the time to
 #      merely read every input the way alloy merge does (memory maps, released as read, on
-#      the same threads: make_llama_checkpoint --read-bandwidth), a floor for any merge;
+#      the same threads: make_llama_checkpoint --read-bandwidth), and to merely write the
+#      output (pwrite of 2 MiB pieces to a new file: --write-bandwidth). Together they give a
+#      floor for any merge on C cores that reads as alloy does: the read keeps every core
+#      busy for its time, and the write (serialized on the file: two threads write no faster
+#      than one) adds its time divided by C, so floor = read alone + written alone / C;
 #      and the library's method alone over the same maps, with the recipe's parameters and
 #      no output file (make_llama_checkpoint --method-time), which separates the method's
 #      own cost from the engine's and the write's;
 #   6. prints a table: time, (input + output bytes) / time, the ratios to the first two
-#      baselines, the read-alone time and its ratio to the merge's time, the method-alone
-#      time and its bytes' ratio to memcpy, and the peak RSS; and writes it to
+#      baselines, the read-alone time and its ratio to the merge's time, the written-alone
+#      time, the floor and its bytes' ratio to memcpy (the best ratio a merge could reach on
+#      this machine), the method-alone time and its bytes' ratio to memcpy, and the peak
+#      RSS; and writes it to
 #      $cache/results.md.
 #
 # Environment:
@@ -116,6 +122,9 @@ calc() { awk "BEGIN { printf \"%.3f\", $* }"; }
 
 memcpy_bw() { "$gen_tool" --memcpy-bandwidth --threads "$threads" | awk '{print $2}'; }
 read_bw() { "$gen_tool" --read-bandwidth "$@" --threads "$threads" 2>/dev/null | awk '{print $2}'; }
+write_bw() { "$gen_tool" --write-bandwidth "$outdir" --mib "$1" --threads "$threads" | awk '{print $2}'; }
+cores=$threads
+[[ $cores == 0 ]] && cores=$(nproc)
 # The library's method alone (one file per model; "-" for sharded inputs).
 method_time() {
   local dir=$1 method=$2 files=()
@@ -145,8 +154,8 @@ file_copy_bw() {
 }
 
 # --- 3-5. runs
-table="| model | method | time (s) | in + out | GB/s | memcpy GB/s | ratio | file copy GB/s | ratio | inputs read alone (s) | ratio | method alone (s) | its ratio to memcpy | peak RSS |
-|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+table="| model | method | time (s) | in + out | GB/s | memcpy GB/s | ratio | file copy GB/s | ratio | inputs read alone (s) | ratio | output written alone (s) | floor (s) | its ratio to memcpy | method alone (s) | its ratio to memcpy | peak RSS |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for entry in $sizes; do
   label=${entry%%:*}
   layers=${entry#*:}
@@ -193,11 +202,14 @@ for entry in $sizes; do
     out_bytes=0
     for f in "$out"/model*.safetensors; do out_bytes=$((out_bytes + $(bytes_of "$f"))); done
     rm -rf "$out"
+    sync
+    written_alone=$(calc "$out_bytes / $(write_bw $(((out_bytes + 1048575) >> 20)))")
+    floor=$(calc "$read_alone + $written_alone / $cores")
     traffic=$((in_bytes + out_bytes))
     bw=$(calc "$traffic / $best / 1e9")
     alone_ratio="-"
     [[ $alone != "-" ]] && alone_ratio=$(calc "$traffic / $alone / $copy")
-    row="| $label | $method | $best | $(calc "$traffic / 1e9") GB | $bw | $(calc "$copy / 1e9") | $(calc "$traffic / $best / $copy") | $(calc "$fcopy / 1e9") | $(calc "$traffic / $best / $fcopy") | $read_alone | $(calc "$read_alone / $best") | $alone | $alone_ratio | $(calc "$rss_kb / 1024") MiB |"
+    row="| $label | $method | $best | $(calc "$traffic / 1e9") GB | $bw | $(calc "$copy / 1e9") | $(calc "$traffic / $best / $copy") | $(calc "$fcopy / 1e9") | $(calc "$traffic / $best / $fcopy") | $read_alone | $(calc "$read_alone / $best") | $written_alone | $floor | $(calc "$traffic / $floor / $copy") | $alone | $alone_ratio | $(calc "$rss_kb / 1024") MiB |"
     say "$row"
     table+=$'\n'"$row"
   done
