@@ -23,8 +23,8 @@
 #   5. measures three same-run baselines: a multi-threaded memcpy of 1 GiB (memory bandwidth,
 #      counting read + write bytes), a file copy of one input with dd to the output's file
 #      system (the page-cache read + new-file write path a merge also takes), and the time to
-#      merely read every input the way alloy merge does (memory maps, released as read, on
-#      the same threads: make_llama_checkpoint --read-bandwidth), and to merely write the
+#      merely read every input the way alloy merge does (memory maps, dropped behind the
+#      read in 16 MiB steps, on the same threads: make_llama_checkpoint --read-bandwidth), and to merely write the
 #      output (pwrite of 2 MiB pieces to a new file: --write-bandwidth). Together they give a
 #      floor for any merge on C cores that reads as alloy does: the read keeps every core
 #      busy for its time, and the write (serialized on the file: two threads write no faster
