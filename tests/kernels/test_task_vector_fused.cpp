@@ -3,7 +3,8 @@
 // kernels::stream with the combine functor. Every tile length up to a few batches and a full
 // tile, f32 and bf16 rows, 1 to 5 models (1-4 take the row count as a template argument, 5 a
 // loop), every mask kind (scaled and not), a top-k keeping none or half of the tile's ties
-// (all kept: the next test case), NaN and Inf, the TIES and the linear functors.
+// (all kept: the next test case), recorded keep bits read from an offset that is no multiple
+// of a word or a batch, NaN and Inf, the TIES and the linear functors.
 #include <alloy/core/bf16.hpp>
 #include <alloy/kernels/sparse_fused.hpp>
 #include <alloy/kernels/stream.hpp>
@@ -49,6 +50,9 @@ std::vector<float> tile_path(const std::vector<float>& base, const std::vector<s
         break;
       case fused_mask::random:
         keep_random(t[i].data(), m.u, len, m.p, m.scale);
+        break;
+      case fused_mask::bits:
+        keep_bits(t[i].data(), m.bits, m.bit0, len, m.scale);
         break;
     }
   }
@@ -108,15 +112,21 @@ TEST_CASE("fused merge tile equals the tile path", "[kernels][sparse]") {
       in[2].mask = fused_mask::all;
       in[2].multiply = true;
       in[2].scale = 0.5f;
-      in[3].mask = len % 2 ? fused_mask::none : fused_mask::all;
+      std::vector<std::uint64_t> keep(len / 64 + 3);
+      for (auto& word : keep) word = std::uint64_t{gen()} << 32 | gen();
       for (std::size_t i = 0; i < rows; ++i) {
         in[i].data = bf ? static_cast<const void*>(xh[i].data()) : x[i].data();
         in[i].bf16 = bf;
       }
       const void* b = bf ? static_cast<const void*>(bh.data()) : base.data();
+      for (int kind3 = 0; kind3 < 3; ++kind3)  // model 3: none, all, or keep bits from bit 5 + len % 61
       for (std::size_t n = 1; n <= rows; ++n)
       for (int which = 0; which < 2; ++which) {
-        CAPTURE(len, bf, n, which);
+        CAPTURE(len, bf, kind3, n, which);
+        in[3].mask = kind3 == 0 ? fused_mask::none : kind3 == 1 ? fused_mask::all : fused_mask::bits;
+        in[3].bits = keep.data();
+        in[3].bit0 = 5 + len % 61;
+        in[3].scale = kind3 == 2 ? 0.75f : 1.f;
         task_vector_combine<float> ties_f;
         ties_f.weights = std::span(w.data(), n);
         ties_f.kind = combine_kind::ties;
@@ -159,7 +169,7 @@ TEST_CASE("fused merge tile equals the tile path", "[kernels][sparse]") {
         compared += len;
       }
     }
-  CHECK(compared > 5 * 8000);
+  CHECK(compared > 15 * 8000);
 }
 
 // set_topk: every tie kept becomes key > k - 1 with no ties, which keeps the same entries,
@@ -193,4 +203,33 @@ TEST_CASE("fused top-k with every tie kept", "[kernels][sparse]") {
   fused_input some;
   some.set_topk(7, 3, len);  // some ties kept: stored as given
   CHECK((some.key == 7 && some.ties == 3));
+}
+
+// keep_bits against its rule written out (bit g is bit g % 64 of word g / 64; kept entries
+// scaled, dropped ones +0), from offsets on and off a word and a batch; bits_at reads any
+// window of up to 32 bits.
+TEST_CASE("keep bits read back", "[kernels][sparse]") {
+  std::mt19937_64 gen(5);
+  for (std::size_t at : {0u, 3u, 64u, 70u})
+    for (std::size_t n : {0u, 1u, 16u, 17u, 63u, 64u, 65u, 200u}) {
+      CAPTURE(at, n);
+      std::vector<std::uint64_t> bits((at + n) / 64 + 2);
+      for (auto& w : bits) w = gen();
+      std::vector<float> t(n), kept(n);
+      for (std::size_t j = 0; j < n; ++j) t[j] = j % 3 == 0 ? -(1.f + static_cast<float>(j)) : 1.f + static_cast<float>(j);
+      kept = t;
+      keep_bits(kept.data(), bits.data(), at, n, 2.f);
+      for (std::size_t j = 0; j < n; ++j) {
+        const bool set = (bits[(at + j) / 64] >> ((at + j) % 64)) & 1;
+        CHECK(kept[j] == (set ? 2.f * t[j] : 0.f));
+        CHECK(std::signbit(kept[j]) == (set && t[j] < 0));
+      }
+      for (std::size_t g = 0; g + 32 <= bits.size() * 64; g += 7)
+        for (unsigned count : {1u, 16u, 32u}) {
+          std::uint32_t want = 0;
+          for (unsigned b = 0; b < count; ++b)
+            want |= static_cast<std::uint32_t>((bits[(g + b) / 64] >> ((g + b) % 64)) & 1) << b;
+          CHECK(bits_at(bits.data(), g, count) == want);
+        }
+    }
 }

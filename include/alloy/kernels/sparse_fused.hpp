@@ -8,8 +8,8 @@
 // same float operations in the same order, the SIMD body over the tile's whole batches and
 // the scalar tail over its last (len mod W) elements, as there (both run the one step body,
 // detail::fused_step). So results are bit-identical to that path. Masks handled: keep all
-// (scaled when scale != 1), none, the exact top-k rule, the random keep. No allocation, no
-// throw.
+// (scaled when scale != 1), none, the exact top-k rule, the random keep, recorded keep bits
+// (keep_bits). No allocation, no throw.
 #pragma once
 
 #include <alloy/core/bf16.hpp>
@@ -33,7 +33,7 @@ namespace alloy::kernels {
 inline constexpr std::size_t fused_max_models = 16;
 inline constexpr std::size_t fused_prefetch_bytes = 2048;
 
-enum class fused_mask : unsigned char { all, none, topk, random };
+enum class fused_mask : unsigned char { all, none, topk, random, bits };
 
 // One model's row of the tile: its data (at the tile's first element), the storage (f32 or
 // bf16) and the mask.
@@ -47,6 +47,8 @@ struct fused_input {
   bool multiply = false;   // all: whether the (double) scale differed from 1
   const float* u = nullptr;  // random: the tile's uniforms; kept iff u[j] < p
   float p = 1;
+  const std::uint64_t* bits = nullptr;  // bits: kept iff bit (bit0 + j) of bits is set
+  std::size_t bit0 = 0;
 
   // A top-k mask over a tile of len entries: kept iff key > k, or == k at a position below
   // ties. Every tie kept (ties >= len) is stored as key > k - 1 with no ties, and no ties
@@ -108,6 +110,7 @@ struct fused_scalar {
   bool topk_keeps(float t, const fused_input& m) const noexcept {
     return rule_keeps(magnitude_key(t), m.key, j, m.ties);
   }
+  bool bits_keep(const fused_input& m) const noexcept { return bits_at(m.bits, m.bit0 + j, 1) != 0; }
   static float keep_or_zero(bool keep, float v) noexcept { return keep ? v : 0.f; }
 };
 
@@ -117,7 +120,8 @@ struct fused_batch {
   using ib = xsimd::batch<std::int32_t>;
   static_assert(ib::size == width<float>);
   std::size_t j;
-  ib iota;  // 0, 1, .., W - 1, built once per tile by the caller
+  ib iota;   // 0, 1, .., W - 1, built once per tile by the caller
+  ib lanes;  // 1 << 0, 1 << 1, .., 1 << (W - 1), likewise
   vec<float> load(const void* p, bool bf16) const noexcept { return load_batch(p, bf16, j); }
   vec<float> load(const float* p) const noexcept { return kernels::load(p + j); }
   auto topk_keeps(const vec<float>& t, const fused_input& m) const noexcept {
@@ -126,6 +130,9 @@ struct fused_batch {
     if (m.ties == 0) return k > kk;  // every tile but the one holding the cut's last tie
     const ib pos = iota + ib(static_cast<std::int32_t>(j));
     return (k > kk) | ((k == kk) & (pos < kt));
+  }
+  auto bits_keep(const fused_input& m) const noexcept {
+    return (ib(static_cast<std::int32_t>(bits_at(m.bits, m.bit0 + j, width<float>))) & lanes) != ib(0);
   }
   // keep has int32 lanes (xsimd 8.1 has no batch_bool conversion between lane types): AND
   // v with its bits, which gives the scalar's +0 in the dropped lanes.
@@ -163,6 +170,9 @@ ALLOY_ALWAYS_INLINE typename S::value_type fused_step(const S& s, const void* ba
       case fused_mask::random:
         t = kernels::select(s.load(m.u) < V(m.p), t * V(m.scale), V(0.f));
         break;
+      case fused_mask::bits:
+        t = S::keep_or_zero(s.bits_keep(m), t * V(m.scale));
+        break;
     }
     vals[1 + i] = t;
   }
@@ -192,9 +202,8 @@ void fused_merge_tile_n(const void* base, bool base_bf16, const fused_input* in,
     bf16* const out_b = static_cast<bf16*>(out);
     using ib = fused_batch::ib;
     constexpr std::size_t W = width<float>;
-    alignas(64) std::int32_t iota_data[W];
-    for (std::size_t l = 0; l < W; ++l) iota_data[l] = static_cast<std::int32_t>(l);
-    const ib iota = ib::load_aligned(iota_data);
+    const ib iota = kernels::detail::lane_batch([](std::size_t l) { return static_cast<std::int32_t>(l); });
+    const ib lanes = kernels::detail::lane_batch([](std::size_t l) { return std::int32_t{1} << l; });
     const std::size_t body = len / W * W;
     for (; j < body; j += W) {
       // Software prefetch a little ahead in every input (see band_filter.hpp: the streams
@@ -204,7 +213,7 @@ void fused_merge_tile_n(const void* base, bool base_bf16, const fused_input* in,
         for (std::size_t i = 0; i < n; ++i)
           __builtin_prefetch(static_cast<const char*>(in[i].data) + j * (in[i].bf16 ? 2 : 4) + fused_prefetch_bytes);
       }
-      const vec<float> r = fused_step<N>(fused_batch{j, iota}, base, base_bf16, in, n, first, f);
+      const vec<float> r = fused_step<N>(fused_batch{j, iota, lanes}, base, base_bf16, in, n, first, f);
       if (nt) {
         if (out_bf16)
           store_narrow<true>(out_b + j, r);

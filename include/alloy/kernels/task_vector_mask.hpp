@@ -1,8 +1,9 @@
 // Task-vector tile kernels for the sparse merge engine: the difference tau = x - b, and the
 // keep rules of the exact top-k (magnitude key > key, or == key at a position below a tie
-// limit), of a band between two such rules, and of a random keep, each zeroing the dropped
-// entries and scaling the kept ones in place. SIMD for float (the keys are compared as int32
-// lanes); a scalar loop for double, whose keys are those of the value rounded to float.
+// limit), of a band between two such rules, of a random keep and of recorded keep bits, each
+// zeroing the dropped entries and scaling the kept ones in place. SIMD for float (the keys
+// are compared as int32 lanes); a scalar loop for double, whose keys are those of the value
+// rounded to float.
 // No allocation, no throw. Dropped entries become +0; kept NaNs stay NaN.
 #pragma once
 
@@ -43,6 +44,17 @@ std::uint32_t key_of(C v) noexcept {
   return magnitude_key(static_cast<float>(v));
 }
 
+#if !ALLOY_FORCE_SCALAR
+// The int32 batch whose lane l holds f(l): lane indices, lane bits.
+template <class F>
+xsimd::batch<std::int32_t> lane_batch(F f) noexcept {
+  using ib = xsimd::batch<std::int32_t>;
+  alignas(64) std::int32_t data[ib::size];
+  for (std::size_t l = 0; l < ib::size; ++l) data[l] = f(l);
+  return ib::load_aligned(data);
+}
+#endif
+
 }  // namespace detail
 
 // t[j] = keep ? t[j] * scale : 0, with keep = in the `keep` rule and, when has_drop, not in
@@ -59,9 +71,8 @@ void keep_band(C* t, std::size_t n, std::uint32_t keep_key, std::size_t keep_tie
     using ib = xsimd::batch<std::int32_t>;
     using fb = xsimd::batch<float>;
     constexpr std::size_t W = fb::size;
-    alignas(64) std::int32_t iota_data[W];
-    for (std::size_t l = 0; l < W; ++l) iota_data[l] = static_cast<std::int32_t>(l);
-    const ib iota = ib::load_aligned(iota_data), mask(0x7fffffff), zero(0), ones(-1);
+    const ib iota = detail::lane_batch([](std::size_t l) { return static_cast<std::int32_t>(l); });
+    const ib mask(0x7fffffff), zero(0), ones(-1);
     const ib kk(static_cast<std::int32_t>(keep_key)), kt(static_cast<std::int32_t>(keep_ties));
     const ib dk(static_cast<std::int32_t>(drop_key)), dt(static_cast<std::int32_t>(drop_ties));
     const fb s(scale);
@@ -82,6 +93,38 @@ void keep_band(C* t, std::size_t n, std::uint32_t keep_key, std::size_t keep_tie
     if (has_drop) keep = keep & !detail::rule_keeps(k, drop_key, j, drop_ties);
     t[j] = keep ? t[j] * scale : C(0);
   }
+}
+
+// Bits g .. g + count - 1 (count <= 32) of a bit array (bit g is bit g % 64 of word g / 64)
+// as the low bits of the result; reads only the words holding them.
+inline std::uint32_t bits_at(const std::uint64_t* bits, std::size_t g, unsigned count) noexcept {
+  const std::size_t w = g >> 6;
+  const unsigned s = static_cast<unsigned>(g & 63);
+  std::uint64_t v = bits[w] >> s;
+  if (s + count > 64) v |= bits[w + 1] << (64 - s);
+  return static_cast<std::uint32_t>(v & ((std::uint64_t{1} << count) - 1));
+}
+
+// t[j] = bit (at + j) of bits set ? t[j] * scale : 0
+template <class C>
+void keep_bits(C* t, const std::uint64_t* bits, std::size_t at, std::size_t n, C scale) noexcept {
+  std::size_t j = 0;
+#if !ALLOY_FORCE_SCALAR
+  if constexpr (std::is_same_v<C, float>) {
+    using ib = xsimd::batch<std::int32_t>;
+    using fb = xsimd::batch<float>;
+    constexpr std::size_t W = fb::size;
+    const ib lanes = detail::lane_batch([](std::size_t l) { return std::int32_t{1} << l; });
+    const ib zero(0), ones(-1);
+    const fb s(scale);
+    for (; j + W <= n; j += W) {
+      const ib m(static_cast<std::int32_t>(bits_at(bits, at + j, W)));
+      const fb keep = xsimd::bitwise_cast<fb>(xsimd::select((m & lanes) != zero, ones, zero));
+      ((fb::load_unaligned(t + j) * s) & keep).store_unaligned(t + j);
+    }
+  }
+#endif
+  for (; j < n; ++j) t[j] = bits_at(bits, at + j, 1) != 0 ? t[j] * scale : C(0);
 }
 
 // t[j] = u[j] < p ? t[j] * scale : 0

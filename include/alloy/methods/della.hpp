@@ -32,7 +32,8 @@
 // the merge pass. An L1/L2/Linf rescale ranks and draws in its norm pass instead and records
 // the keep decisions as bits, which the merge pass (and a zero-vote majority's pass,
 // zero_vote::model_majority) reads: one ranking either way (before the bits, the merge ranked
-// again: 0.57B bf16 `alloy merge` of three models, 15.0-16.4 -> 10.2-12.6 s). Memory per
+// again: 0.57B bf16 `alloy merge` of three models, 15.0-16.4 -> 10.2-12.6 s). For f32 and
+// bf16 inputs that merge is the fused pass ties takes (9.7-11.3 -> 8.9-9.1 s). Memory per
 // thread: (N + 2) tiles of max(2048, one block of rows) elements plus 16 bytes per row entry
 // of sort scratch; with an L1/L2/Linf rescale, n / 8 bytes per model for the keep bits; no
 // other full-size temporary, except that a 1-D tensor is one row (its tiles are the whole

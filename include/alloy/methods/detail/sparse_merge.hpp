@@ -10,9 +10,10 @@
 // items sit at fixed offsets and reductions are combined in item order.
 //
 // The merge of a job whose inputs are f32 or bf16 (computed in float) and whose masks are
-// keep-all, none, top-k or random takes a fused pass instead (kernels/sparse_fused.hpp): per
-// SIMD batch the inputs are loaded, tau masked and combined in registers, no tau tile is
-// stored; the same operations on the same tiles, so the same bits. Random masks draw their
+// keep-all, none, top-k, random or recorded bits takes a fused pass instead
+// (kernels/sparse_fused.hpp): per SIMD batch the inputs are loaded, tau masked and combined
+// in registers, no tau tile is stored; the same operations on the same tiles, so the same
+// bits. Random masks draw their
 // uniforms 128 at a time (kernels/philox.hpp, AVX-512) with the scalar generator's values.
 //
 // Row-ranked masks (tv_mask::kind::della) need a whole row of the tensor to rank an entry,
@@ -22,7 +23,8 @@
 // whole 1-D tensor): callbacks must accept any tile length. Memory for it: (N + 2) tiles
 // plus 16 bytes per row entry of sort scratch, per worker. When match_norms ranks such masks
 // for a norm, it can record their keep decisions as bits (tv_mask::kind::bits, n / 8 bytes
-// per model, owned by the caller), so that later passes read them instead of ranking again.
+// per model, owned by the caller), so that later passes read them instead of ranking again;
+// the fused pass reads them as one more mask kind.
 #pragma once
 
 #include <alloy/config.hpp>
@@ -344,10 +346,7 @@ void apply_mask(const tv_mask& m, C* tau, std::size_t begin, std::size_t len, fl
       return;
     }
     case tv_mask::kind::bits:
-      for (std::size_t j = 0; j < len; ++j) {
-        const std::size_t g = m.first + begin + j;
-        tau[j] = kept_or_zero((m.bits[g >> 6] >> (g & 63)) & 1, tau[j] * scale);
-      }
+      kernels::keep_bits(tau, m.bits, m.first + begin, len, scale);
       return;
   }
 }
@@ -444,7 +443,8 @@ inline std::size_t task_vector_items(std::span<const sparse_job> jobs) noexcept 
 
 // Whether a job's merge can take the fused pass (kernels/sparse_fused.hpp): float compute,
 // base and models stored as f32 or bf16 (no storage-precision rounding of a bf16 tau), masks
-// that need no ranking or band, and at most fused_max_models models.
+// that need no ranking or band (recorded keep bits are fine), and at most fused_max_models
+// models.
 inline bool fused_merge_job(const sparse_job& j, bool storage_precision) noexcept {
   if (computes_in_double(j) || j.models.size() > kernels::fused_max_models) return false;
   if (j.base.type != dtype::f32 && j.base.type != dtype::bf16) return false;
@@ -452,7 +452,7 @@ inline bool fused_merge_job(const sparse_job& j, bool storage_precision) noexcep
     const dtype t = j.models[i].type;
     if (t != dtype::f32 && (t != dtype::bf16 || storage_precision)) return false;
     const auto k = j.masks[i].type;
-    if (k == tv_mask::kind::band || k == tv_mask::kind::della || k == tv_mask::kind::bits) return false;
+    if (k == tv_mask::kind::band || k == tv_mask::kind::della) return false;
   }
   return true;
 }
@@ -526,6 +526,11 @@ void run_sparse_merge(std::span<const sparse_job> jobs, bool storage_precision, 
           case tv_mask::kind::none: x.mask = kernels::fused_mask::none; break;
           case tv_mask::kind::topk:
             x.set_topk(m.keep.key, m.keep.tie_limit(pos, len), len);
+            break;
+          case tv_mask::kind::bits:
+            x.mask = kernels::fused_mask::bits;
+            x.bits = m.bits;
+            x.bit0 = m.first + pos;
             break;
           default:  // random (fused_merge_job admits no other kind)
             x.mask = kernels::fused_mask::random;
