@@ -215,9 +215,9 @@ TEST_CASE("keep bits read back", "[kernels][sparse]") {
       CAPTURE(at, n);
       std::vector<std::uint64_t> bits((at + n) / 64 + 2);
       for (auto& w : bits) w = gen();
-      std::vector<float> t(n), kept(n);
+      std::vector<float> t(n);
       for (std::size_t j = 0; j < n; ++j) t[j] = j % 3 == 0 ? -(1.f + static_cast<float>(j)) : 1.f + static_cast<float>(j);
-      kept = t;
+      std::vector<float> kept = t;
       keep_bits(kept.data(), bits.data(), at, n, 2.f);
       for (std::size_t j = 0; j < n; ++j) {
         const bool set = (bits[(at + j) / 64] >> ((at + j) % 64)) & 1;

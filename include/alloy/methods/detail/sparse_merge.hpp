@@ -13,8 +13,8 @@
 // keep-all, none, top-k, random or recorded bits takes a fused pass instead
 // (kernels/sparse_fused.hpp): per SIMD batch the inputs are loaded, tau masked and combined
 // in registers, no tau tile is stored; the same operations on the same tiles, so the same
-// bits. Random masks draw their
-// uniforms 128 at a time (kernels/philox.hpp, AVX-512) with the scalar generator's values.
+// bits. Random masks draw their uniforms 128 at a time (kernels/philox.hpp, AVX-512) with the
+// scalar generator's values.
 //
 // Row-ranked masks (tv_mask::kind::della) need a whole row of the tensor to rank an entry,
 // so a job holding one is cut differently: its items and tiles are whole blocks of rows
