@@ -1,4 +1,4 @@
-// ties, magnitude_prune, dare and breadcrumbs through the streaming engine in chunks
+// ties, magnitude_prune, dare, breadcrumbs and della through the streaming engine in chunks
 // (io/engine_methods.hpp masked_tensor): a tensor larger than a chunk gets its masks over the
 // whole tensor, then merges chunk by chunk into chunk buffers. The checkpoint equals the
 // library's call on whole tensors (whole models for ties' preset paper), bit for bit, with
@@ -8,6 +8,7 @@
 
 #include <alloy/methods/breadcrumbs.hpp>
 #include <alloy/methods/dare.hpp>
+#include <alloy/methods/della.hpp>
 #include <alloy/methods/magnitude_prune.hpp>
 #include <alloy/methods/ties.hpp>
 
@@ -210,15 +211,60 @@ TEST_CASE("slice_job: a random mask's draws continue at the slice's start", "[io
   CHECK(bytes_of(sliced.data, sliced.bytes()) == bytes_of(whole.data, whole.bytes()));
 }
 
-TEST_CASE("masks that need rows stay whole: breadcrumbs under paper, della, linear methods chunk anyway", "[io][engine]") {
+// della's keep bits (its L1 rescale's norm pass records them) make its masks sliceable: a
+// [387, 2049] bf16 tensor (rows that start off the 64-bit words of the bits; 3 chunks and a
+// tail) merges in chunks. A tensor whose rescale a filter turns off keeps its row-ranked
+// masks and stays whole; both equal the library's call on the whole tensor.
+TEST_CASE("della merged in chunks from its keep bits equals the library on the whole tensor", "[io][engine][della]") {
+  fixture f(4, {{"w.rows", dtype::bf16, {387, 2049}}, {"w.f32", dtype::f32, {big_n}}, {"bias", dtype::f32, {5}}});
+  const std::string models =
+      "base_model: m0\nalloy: {seed: 3}\nmodels:\n"
+      "  - model: m1\n    parameters: {weight: 1.0, density: 0.3}\n"
+      "  - model: m2\n    parameters: {weight: 0.7, density: 0.55}\n"
+      "  - model: m3\n    parameters: {weight: 0.4, density: 0.7}\n"
+      "parameters: {epsilon: 0.2, rescale: [{filter: w.f32, value: false}, {value: true}]}\n";
+  for (const bool ties_vote : {false, true}) {
+    const std::string text = std::string("merge_method: ") + (ties_vote ? "della" : "della_linear") + "\n" + models;
+    {
+      const merge_engine e(f.parse(text));
+      CHECK(e.plan().masked_chunks);
+      for (const auto& t : e.plan().tensors)
+        if (t.name != "bias") CHECK(alloy::io::detail::masks_slice(e.source_recipe(), t) == (t.name == "w.rows"));
+    }
+    for (const unsigned threads : {1u, 2u}) {
+      INFO("della, TIES vote " << ties_vote << ", threads " << threads);
+      fs::remove_all(f.out());
+      merge_options mo;
+      mo.exec = alloy::execution{threads};
+      merge_to_folder(f.parse(text), f.out(), mo);
+      check_merged(f.out(), f.models[0], {}, [&](const std::string& name, alloy::mutable_tensor_view out) {
+        alloy::della_options o;
+        o.densities = densities;
+        o.epsilons = {0.2, 0.2, 0.2};
+        o.seed = 3;
+        o.tensor_name = name;
+        o.shape = f.models[0].at(name).shape();
+        if (name == "w.f32") o.rescale = alloy::della_rescale::none;
+        const auto b = f.models[0].at(name).view();
+        if (ties_vote)
+          alloy::della(b, views(f.models, name, 1), weights, out, o);
+        else
+          alloy::della_linear(b, views(f.models, name, 1), weights, out, o);
+      });
+    }
+  }
+}
+
+TEST_CASE("masks that need rows stay whole: breadcrumbs and della under paper, linear methods chunk anyway", "[io][engine]") {
   fixture f(3, big_model());
   const std::string models =
       "base_model: m0\nmodels:\n"
       "  - model: m1\n    parameters: {weight: 1.0, density: 0.3}\n"
       "  - model: m2\n    parameters: {weight: 0.7, density: 0.55}\n";
   auto plan = [&](const std::string& head) { return merge_engine(f.parse(head + models)).plan(); };
-  for (const char* head : {"merge_method: breadcrumbs\nalloy: {preset: paper}\n", "merge_method: della\n",
-                           "merge_method: breadcrumbs_ties\nalloy: {preset: paper}\n"}) {
+  for (const char* head :
+       {"merge_method: breadcrumbs\nalloy: {preset: paper}\n", "merge_method: della\nalloy: {preset: paper}\n",
+        "merge_method: breadcrumbs_ties\nalloy: {preset: paper}\n"}) {
     INFO(head);
     const auto p = plan(head);
     CHECK(p.whole_tensors);
@@ -228,4 +274,5 @@ TEST_CASE("masks that need rows stay whole: breadcrumbs under paper, della, line
   CHECK_FALSE(p.whole_tensors);
   CHECK_FALSE(p.masked_chunks);
   CHECK(plan("merge_method: breadcrumbs\n").masked_chunks);
+  CHECK(plan("merge_method: della\n").masked_chunks);  // mergekit: L1 rescale, keep bits
 }

@@ -247,6 +247,19 @@ inline breadcrumbs_options breadcrumbs_options_of(const recipe& r, const planned
   return o;
 }
 
+inline della_options della_options_of(const recipe& r, const planned_tensor& t, const execution& ex) {
+  const tensor_parameters& p = t.parameters;
+  della_options o = della_options::preset(r.preset);
+  o.densities = model_values(p, &tensor_parameters::model::density, 1.0);
+  o.epsilons = model_values(p, &tensor_parameters::model::epsilon, 0.15);
+  o.seed = r.seed;
+  o.tensor_name = t.name;
+  o.shape = t.shape.empty() ? std::vector<std::size_t>{t.elements} : t.shape;
+  if (p.rescale && !*p.rescale) o.rescale = della_rescale::none;
+  apply_common(r, t, o, ex);
+  return o;
+}
+
 inline nuslerp_options nuslerp_options_of(const planned_tensor& t, const execution& ex) {
   nuslerp_options o;
   o.flatten = t.parameters.nuslerp_flatten.value_or(true);
@@ -562,8 +575,7 @@ inline void merge_tensor(const recipe& r, const merge_plan& plan, const method_s
                          const std::vector<tensor_view>& in, mutable_tensor_view out, const execution& ex) {
   const tensor_parameters& p = t.parameters;
   const std::size_t n = p.models.size();
-  using model = tensor_parameters::model;
-  const std::vector<double> weights = model_weights(p, 1.0), densities = model_values(p, &model::density, 1.0);
+  const std::vector<double> weights = model_weights(p, 1.0);
   const bool linear_normalize = p.normalize.value_or(r.info().normalize_default);
   auto common = [&](auto& o) { apply_common(r, t, o, ex); };
   const tensor_view base = in.empty() ? tensor_view{} : in[0];
@@ -617,14 +629,7 @@ inline void merge_tensor(const recipe& r, const merge_plan& plan, const method_s
     }
     case merge_method_id::della:
     case merge_method_id::della_linear: {
-      della_options o = della_options::preset(r.preset);
-      o.densities = densities;
-      o.epsilons = model_values(p, &model::epsilon, 0.15);
-      o.seed = r.seed;
-      o.tensor_name = t.name;
-      o.shape = t.shape.empty() ? std::vector<std::size_t>{t.elements} : t.shape;
-      if (p.rescale && !*p.rescale) o.rescale = della_rescale::none;
-      common(o);
+      const della_options o = della_options_of(r, t, ex);
       if (r.method == merge_method_id::della)
         della(base, models, weights, out, o);
       else
@@ -685,6 +690,7 @@ inline void merge_tensor(const recipe& r, const merge_plan& plan, const method_s
 struct masked_tensor {
   alloy::detail::sparse_job job;                                // the whole tensor: views, masks set
   std::function<void(const alloy::detail::sparse_job&)> merge;  // one slice, on the calling thread
+  std::vector<std::vector<std::uint64_t>> keep_bits;            // della's keep decisions, read by job.masks
 };
 
 // Whether della keeps tensor t's keep decisions as bits (n / 8 bytes per model): its rescale
@@ -696,16 +702,30 @@ inline bool della_keep_bits(const recipe& r, const planned_tensor& t) {
   return k == della_rescale::l1 || k == della_rescale::l2 || k == della_rescale::linf;
 }
 
+// Whether the recipe's method can take the masked path: its prepared masks decide an entry
+// by its value and index alone (alloy::detail::sliceable). della's do where its norm pass
+// records them as bits (della_keep_bits, per tensor: masks_slice); its row-ranked masks
+// (preset paper's 1 / p, rescale: false) and breadcrumbs' per-row masks under paper stay whole.
 inline bool merges_masked(const recipe& r, const merge_plan& plan) {
   switch (r.method) {
     case merge_method_id::ties:
     case merge_method_id::magnitude_prune:
     case merge_method_id::dare_linear:
     case merge_method_id::dare_ties: return plan.has_base;
-    case merge_method_id::breadcrumbs:  // per tensor; preset paper's per-row masks stay whole
+    case merge_method_id::breadcrumbs:
     case merge_method_id::breadcrumbs_ties: return plan.has_base && r.preset != alloy::preset::paper;
+    case merge_method_id::della:
+    case merge_method_id::della_linear: {
+      const della_rescale k = della_options::preset(r.preset).rescale;
+      return plan.has_base && (k == della_rescale::l1 || k == della_rescale::l2 || k == della_rescale::linf);
+    }
     default: return false;
   }
+}
+
+// Whether tensor t of a recipe that merges_masked gets sliceable masks.
+inline bool masks_slice(const recipe& r, const planned_tensor& t) {
+  return (r.method != merge_method_id::della && r.method != merge_method_id::della_linear) || della_keep_bits(r, t);
 }
 
 // Tensor t's masks, from `in` (the base, then the merged models, each the whole tensor).
@@ -753,6 +773,22 @@ inline masked_tensor prepare_masked(const recipe& r, const merge_plan& plan, con
       const ties_options vote = vote_options_of(o);
       const bool majority = ties_vote && vote.zero == zero_vote::model_majority &&
                             vote_balance(one_job, linear_weights(weights), vote) > 0;
+      o.exec = here;
+      m.merge = [weights, o, ties_vote, majority](const sparse_job& s) {
+        sum_or_vote_merge(std::span(&s, 1), weights, o, ties_vote, majority);
+      };
+      break;
+    }
+    case merge_method_id::della:
+    case merge_method_id::della_linear: {  // masks_slice: the norm pass leaves bits
+      della_options o = della_options_of(r, t, ex);
+      const bool ties_vote = r.method == merge_method_id::della;
+      const char* method = ties_vote ? "della" : "della_linear";
+      const std::vector<std::vector<std::size_t>> shapes{della_tensor_shape(method, {t.elements}, o.shape, t.elements)};
+      const bool majority = della_prepare(method, one_job, shapes, weights, o, ties_vote, m.keep_bits);
+      if (!sliceable(job))  // not reached: masks_slice admits only tensors whose masks become bits
+        throw error(errc::invalid_argument, std::string(method) + ": row-ranked masks cannot be merged in chunks" +
+                                                in_tensor(t.name));
       o.exec = here;
       m.merge = [weights, o, ties_vote, majority](const sparse_job& s) {
         sum_or_vote_merge(std::span(&s, 1), weights, o, ties_vote, majority);

@@ -45,24 +45,27 @@
 //     at its offset; the inputs are released behind the finished items in 16 MiB steps
 //     (detail::release_behind): peak = about 2 x threads x chunk x (output element size + the
 //     input element sizes) + 16 MiB per input, about 100 MB, whatever the model and tensor sizes;
-//   - ties (every preset), magnitude_prune, dare_* and breadcrumbs* (but under preset paper,
-//     whose masks are per row) need a whole tensor only for their masks (each model's top-k
-//     cuts or random keep, a norm-matching factor): a tensor of more than parallel_chunk
-//     elements whose inputs are aligned gets its masks with every thread working over the
-//     whole tensor in place, then merges in chunks of parallel_chunk elements as above
-//     (detail::masked_tensor; alloy::detail::slice_job keeps the whole tensor's bits): peak =
-//     the largest tensor's inputs (mapped, read whole for the masks) plus the chunks and the
-//     top-k's sample and band entries, and no output buffer of a whole tensor;
+//   - ties (every preset), magnitude_prune, dare_*, breadcrumbs* (but under preset paper,
+//     whose masks are per row) and della* (where its norm pass records its keep decisions as
+//     bits: an L1/L2/Linf rescale, as mergekit's) need a whole tensor only for their masks
+//     (each model's top-k cuts, random keep or keep bits, a norm-matching factor): a tensor of
+//     more than parallel_chunk elements whose inputs are aligned gets its masks with every
+//     thread working over the whole tensor in place, then merges in chunks of parallel_chunk
+//     elements as above (detail::masked_tensor; alloy::detail::slice_job keeps the whole
+//     tensor's bits): peak = the largest tensor's inputs (mapped, read whole for the masks)
+//     plus the chunks and the top-k's sample and band entries (della: n / 8 bytes of keep
+//     bits per model), and no output buffer of a whole tensor;
 //   - other methods that need a whole tensor (top-k thresholds, norms, row ranks, angles,
-//     linear solves: breadcrumbs* under paper, della*, slerp, nuslerp, multislerp, karcher,
-//     model_stock, regmean, and the methods above for misaligned tensors) merge one tensor at
-//     a time with every thread working inside it, into one output buffer of that tensor,
-//     written (by a second thread) while the next tensor merges into a second buffer, so no
-//     core waits on the write: peak = the largest tensor's inputs (mapped) plus two output
-//     buffers, i.e. (N + 1) x input bytes + 2 x output bytes of the largest tensor,
-//     independent of the number of tensors (regmean: plus the layer's Grams and the solver's
-//     scratch, two [in, in] and up to five [out, in] float matrices). Tensors of at most
-//     alloy::parallel_chunk elements (norms, biases) run several at a time, one per thread.
+//     linear solves: breadcrumbs* under paper, della* without a norm rescale, slerp,
+//     nuslerp, multislerp, karcher, model_stock, regmean, and the methods above for
+//     misaligned tensors) merge one tensor at a time with every thread working inside it,
+//     into one output buffer of that tensor, written (by a second thread) while the next
+//     tensor merges into a second buffer, so no core waits on the write: peak = the largest
+//     tensor's inputs (mapped) plus two output buffers, i.e. (N + 1) x input bytes + 2 x
+//     output bytes of the largest tensor, independent of the number of tensors (regmean:
+//     plus the layer's Grams and the solver's scratch, two [in, in] and up to five [out, in]
+//     float matrices). Tensors of at most alloy::parallel_chunk elements (norms, biases) run
+//     several at a time, one per thread.
 // merge_plan::memory_estimate gives the figure for a plan. Results do not depend on the thread
 // count or the chunk size (the methods are deterministic and element-wise ones are
 // position-independent; random methods are keyed by tensor name and element index).
@@ -530,12 +533,12 @@ class merge_engine {
     std::uint64_t whole_peak = 0, largest_output = 0;  // the previous tensor's output is being written
     if (plan_.whole_tensors) {
       for (const auto& t : plan_.tensors) {
+        const std::uint64_t bits =
+            detail::della_keep_bits(r_, t) ? (t.elements + 63) / 64 * 8 * (t.sources.size() - 1) : 0;
         if (in_chunks_after_masks(t)) {  // the inputs mapped whole, and chunks of parallel_chunk
           whole_peak = std::max<std::uint64_t>(whole_peak,
-                                               t.input_bytes + 2 * plan_.threads * parallel_chunk * per_element);
+                                               t.input_bytes + bits + 2 * plan_.threads * parallel_chunk * per_element);
         } else if (t.action == tensor_action::merge) {
-          const std::uint64_t bits =
-              detail::della_keep_bits(r_, t) ? (t.elements + 63) / 64 * 8 * (t.sources.size() - 1) : 0;
           whole_peak = std::max(whole_peak, t.input_bytes + t.output_bytes + bits);
           largest_output = std::max(largest_output, t.output_bytes);
         }
@@ -634,7 +637,7 @@ class merge_engine {
   // in chunks. Tensors of at most parallel_chunk elements stay whole, several at a time.
   bool in_chunks_after_masks(const planned_tensor& t) const {
     return t.action == tensor_action::merge && t.elements > parallel_chunk && plan_.masked_chunks &&
-           std::all_of(t.sources.begin(), t.sources.end(), [](const auto* s) { return s->is_aligned(); });
+           detail::masks_slice(r_, t) && std::all_of(t.sources.begin(), t.sources.end(), [](const auto* s) { return s->is_aligned(); });
   }
 
   // How far a chunked tensor's finished prefix moves between drops of its inputs (elements):

@@ -230,10 +230,13 @@ inline void build_della_masks(std::string_view method, std::span<sparse_job> job
 }
 
 
-
-inline void della_jobs(const char* method, std::span<sparse_job> jobs,
-                       const std::vector<std::vector<std::size_t>>& shapes, const std::vector<double>& weights,
-                       const della_options& o, bool ties_vote) {
+// della's whole-tensor part: the checks, every job's masks (and, with an L1/L2/Linf rescale,
+// its norm pass, which leaves the keep decisions in keep_bits: the masks become kind::bits
+// and sliceable), then the sign a zero vote takes. The rest is sum_or_vote_merge, which the
+// streaming engine runs in chunks (slice_job) when the masks are sliceable.
+inline bool della_prepare(const char* method, std::span<sparse_job> jobs,
+                          const std::vector<std::vector<std::size_t>>& shapes, const std::vector<double>& weights,
+                          const della_options& o, bool ties_vote, std::vector<std::vector<std::uint64_t>>& keep_bits) {
   const std::size_t n = jobs.empty() ? weights.size() : jobs[0].models.size();
   check_weights(method, weights, n);
   check_finite(method, "lambda", o.lambda);
@@ -241,11 +244,16 @@ inline void della_jobs(const char* method, std::span<sparse_job> jobs,
   check_densities(method, densities, n);
   const auto epsilons = per_model(method, "epsilon", o.epsilon, o.epsilons, n);
   check_della_bounds(method, densities, epsilons);
-  std::vector<std::vector<std::uint64_t>> keep_bits;
   build_della_masks(method, jobs, shapes, densities, epsilons, o, keep_bits);
   const ties_options t = vote_options_of(o);
-  const bool majority =
-      ties_vote && t.zero == zero_vote::model_majority && majority_vote_positive(jobs, linear_weights(weights), t);
+  return ties_vote && t.zero == zero_vote::model_majority && majority_vote_positive(jobs, linear_weights(weights), t);
+}
+
+inline void della_jobs(const char* method, std::span<sparse_job> jobs,
+                       const std::vector<std::vector<std::size_t>>& shapes, const std::vector<double>& weights,
+                       const della_options& o, bool ties_vote) {
+  std::vector<std::vector<std::uint64_t>> keep_bits;
+  const bool majority = della_prepare(method, jobs, shapes, weights, o, ties_vote, keep_bits);
   sum_or_vote_merge(jobs, weights, o, ties_vote, majority);
 }
 
