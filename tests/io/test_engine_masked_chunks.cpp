@@ -104,7 +104,7 @@ TEST_CASE("slice_job: any range of a masked job merges to the whole job's bits",
 
     alloy::detail::sparse_job job{name, f.models[0].at(name).view(), views(f.models, name, 1), {nullptr, big_n, t}, {}};
     const bool majority = alloy::detail::ties_prepare(std::span(&job, 1), w, o);
-    REQUIRE(alloy::detail::sliceable(job));
+    REQUIRE(alloy::detail::slice_unit(job) == 1);
     // Ranges that start and end off the tiles and batches, one holding each cut's last tie.
     std::vector<std::size_t> bounds{0, 1, 17, 2049, 100003};
     for (const auto& m : job.masks)
@@ -198,7 +198,7 @@ TEST_CASE("slice_job: a random mask's draws continue at the slice's start", "[io
   alloy::dare_ties(b, m, w, whole, o);
   alloy::detail::sparse_job job{"w.bf16", b, m, {nullptr, big_n, dtype::bf16}, {}};
   alloy::detail::dare_prepare("dare_ties", std::span(&job, 1), w, o);
-  REQUIRE(alloy::detail::sliceable(job));
+  REQUIRE(alloy::detail::slice_unit(job) == 1);
   auto sliced = out.add("sliced", dtype::bf16, {big_n});
   std::memset(sliced.data, 0xff, sliced.bytes());
   const std::size_t bounds[] = {0, 3, 4099, 300001, big_n};
@@ -211,51 +211,101 @@ TEST_CASE("slice_job: a random mask's draws continue at the slice's start", "[io
   CHECK(bytes_of(sliced.data, sliced.bytes()) == bytes_of(whole.data, whole.bytes()));
 }
 
-// della's keep bits (its L1 rescale's norm pass records them) make its masks sliceable: a
-// [387, 2049] bf16 tensor (rows that start off the 64-bit words of the bits; 3 chunks and a
-// tail) merges in chunks. A tensor whose rescale a filter turns off keeps its row-ranked
-// masks and stays whole; both equal the library's call on the whole tensor.
-TEST_CASE("della merged in chunks from its keep bits equals the library on the whole tensor", "[io][engine][della]") {
+// della on the masked path: with mergekit's L1 rescale its norm pass records the keep
+// decisions as bits, read in chunks of parallel_chunk; without bits (rescale: false, or
+// preset paper's 1 / p) each chunk ranks its own rows, so chunks are whole rows: 127 rows of
+// 2049 for the [387, 2049] bf16 tensor (4 chunks, rows that start off the bits' 64-bit
+// words), the whole tensor for the 1-D one (one row). Every tensor equals the library's call
+// on the whole tensor.
+TEST_CASE("della merged in chunks equals the library on the whole tensor, bits or rows", "[io][engine][della]") {
   fixture f(4, {{"w.rows", dtype::bf16, {387, 2049}}, {"w.f32", dtype::f32, {big_n}}, {"bias", dtype::f32, {5}}});
   const std::string models =
-      "base_model: m0\nalloy: {seed: 3}\nmodels:\n"
+      "base_model: m0\nmodels:\n"
       "  - model: m1\n    parameters: {weight: 1.0, density: 0.3}\n"
       "  - model: m2\n    parameters: {weight: 0.7, density: 0.55}\n"
-      "  - model: m3\n    parameters: {weight: 0.4, density: 0.7}\n"
-      "parameters: {epsilon: 0.2, rescale: [{filter: w.f32, value: false}, {value: true}]}\n";
-  for (const bool ties_vote : {false, true}) {
-    const std::string text = std::string("merge_method: ") + (ties_vote ? "della" : "della_linear") + "\n" + models;
-    {
-      const merge_engine e(f.parse(text));
-      CHECK(e.plan().masked_chunks);
-      for (const auto& t : e.plan().tensors)
-        if (t.name != "bias") CHECK(alloy::io::detail::masks_slice(e.source_recipe(), t) == (t.name == "w.rows"));
+      "  - model: m3\n    parameters: {weight: 0.4, density: 0.7}\n";
+  struct variant {
+    const char* tail;
+    alloy::preset preset;
+    bool rows_rescaled;  // w.rows gets the L1 rescale (and keep bits)
+  };
+  const variant variants[] = {
+      {"alloy: {seed: 3}\nparameters: {epsilon: 0.2}\n", alloy::preset::mergekit, true},
+      {"alloy: {seed: 3}\nparameters: {epsilon: 0.2, rescale: [{filter: w.rows, value: false}, {value: true}]}\n",
+       alloy::preset::mergekit, false},
+      {"alloy: {seed: 3, preset: paper}\nparameters: {epsilon: 0.2}\n", alloy::preset::paper, false},
+  };
+  for (const variant& v : variants)
+    for (const bool ties_vote : {false, true}) {
+      const std::string text =
+          std::string("merge_method: ") + (ties_vote ? "della" : "della_linear") + "\n" + models + v.tail;
+      {
+        const merge_engine e(f.parse(text));
+        CHECK(e.plan().masked_chunks);
+        for (const auto& t : e.plan().tensors)
+          if (t.name == "w.rows")
+            CHECK(alloy::io::detail::masked_chunk(e.source_recipe(), t) ==
+                  (v.rows_rescaled ? alloy::parallel_chunk : std::size_t{127 * 2049}));
+      }
+      for (const unsigned threads : {1u, 2u}) {
+        INFO(text << "threads " << threads);
+        fs::remove_all(f.out());
+        merge_options mo;
+        mo.exec = alloy::execution{threads};
+        merge_to_folder(f.parse(text), f.out(), mo);
+        check_merged(f.out(), f.models[0], {}, [&](const std::string& name, alloy::mutable_tensor_view out) {
+          alloy::della_options o = alloy::della_options::preset(v.preset);
+          o.densities = densities;
+          o.epsilons = {0.2, 0.2, 0.2};
+          o.seed = 3;
+          o.tensor_name = name;
+          o.shape = f.models[0].at(name).shape();
+          if (name == "w.rows" && !v.rows_rescaled && v.preset == alloy::preset::mergekit)
+            o.rescale = alloy::della_rescale::none;
+          const auto b = f.models[0].at(name).view();
+          if (ties_vote)
+            alloy::della(b, views(f.models, name, 1), weights, out, o);
+          else
+            alloy::della_linear(b, views(f.models, name, 1), weights, out, o);
+        });
+      }
     }
-    for (const unsigned threads : {1u, 2u}) {
-      INFO("della, TIES vote " << ties_vote << ", threads " << threads);
-      fs::remove_all(f.out());
-      merge_options mo;
-      mo.exec = alloy::execution{threads};
-      merge_to_folder(f.parse(text), f.out(), mo);
-      check_merged(f.out(), f.models[0], {}, [&](const std::string& name, alloy::mutable_tensor_view out) {
-        alloy::della_options o;
-        o.densities = densities;
-        o.epsilons = {0.2, 0.2, 0.2};
-        o.seed = 3;
-        o.tensor_name = name;
-        o.shape = f.models[0].at(name).shape();
-        if (name == "w.f32") o.rescale = alloy::della_rescale::none;
-        const auto b = f.models[0].at(name).view();
-        if (ties_vote)
-          alloy::della(b, views(f.models, name, 1), weights, out, o);
-        else
-          alloy::della_linear(b, views(f.models, name, 1), weights, out, o);
-      });
-    }
-  }
 }
 
-TEST_CASE("masks that need rows stay whole: breadcrumbs and della under paper, linear methods chunk anyway", "[io][engine]") {
+// slice_job cuts a job with della's row-ranked masks at whole blocks of rows (slice_unit):
+// each slice ranks its rows and draws at its tensor positions.
+TEST_CASE("slice_job: della's row-ranked masks cut at whole rows", "[io][engine][della]") {
+  fixture f(3, {{"w", dtype::bf16, {40, 1000}}});
+  const std::vector<double> w{0.6, 0.4};
+  alloy::della_options o = alloy::della_options::preset(alloy::preset::paper);
+  o.densities = {0.3, 0.6};
+  o.epsilon = 0.1;
+  o.seed = 9;
+  o.tensor_name = "w";
+  o.shape = {40, 1000};
+  const tensor_view b = f.models[0].at("w").view();
+  const auto m = views(f.models, "w", 1);
+  tensor_set out;
+  auto whole = out.add("whole", dtype::bf16, {40, 1000});
+  alloy::della(b, m, w, whole, o);
+  alloy::detail::sparse_job job{"w", b, m, {nullptr, 40000, dtype::bf16}, {}};
+  std::vector<std::vector<std::uint64_t>> bits;
+  const bool majority = alloy::detail::della_prepare("della", std::span(&job, 1), {{40, 1000}}, w, o, true, bits);
+  REQUIRE(bits.empty());  // 1 / p: no norm pass, no bits
+  REQUIRE(alloy::detail::slice_unit(job) == 1000);
+  auto sliced = out.add("sliced", dtype::bf16, {40, 1000});
+  std::memset(sliced.data, 0xff, sliced.bytes());
+  const std::size_t bounds[] = {0, 1000, 4000, 27000, 40000};
+  for (std::size_t k = 0; k + 1 < std::size(bounds); ++k) {
+    const std::size_t first = bounds[k], count = bounds[k + 1] - first;
+    const alloy::mutable_tensor_view part{static_cast<unsigned char*>(sliced.data) + first * 2, count, dtype::bf16};
+    const auto s = alloy::detail::slice_job(job, first, count, part);
+    alloy::detail::sum_or_vote_merge(std::span(&s, 1), w, o, true, majority);
+  }
+  CHECK(bytes_of(sliced.data, sliced.bytes()) == bytes_of(whole.data, whole.bytes()));
+}
+
+TEST_CASE("breadcrumbs' per-row masks under paper stay whole, linear methods chunk anyway", "[io][engine]") {
   fixture f(3, big_model());
   const std::string models =
       "base_model: m0\nmodels:\n"
@@ -263,8 +313,7 @@ TEST_CASE("masks that need rows stay whole: breadcrumbs and della under paper, l
       "  - model: m2\n    parameters: {weight: 0.7, density: 0.55}\n";
   auto plan = [&](const std::string& head) { return merge_engine(f.parse(head + models)).plan(); };
   for (const char* head :
-       {"merge_method: breadcrumbs\nalloy: {preset: paper}\n", "merge_method: della\nalloy: {preset: paper}\n",
-        "merge_method: breadcrumbs_ties\nalloy: {preset: paper}\n"}) {
+       {"merge_method: breadcrumbs\nalloy: {preset: paper}\n", "merge_method: breadcrumbs_ties\nalloy: {preset: paper}\n"}) {
     INFO(head);
     const auto p = plan(head);
     CHECK(p.whole_tensors);
@@ -274,5 +323,6 @@ TEST_CASE("masks that need rows stay whole: breadcrumbs and della under paper, l
   CHECK_FALSE(p.whole_tensors);
   CHECK_FALSE(p.masked_chunks);
   CHECK(plan("merge_method: breadcrumbs\n").masked_chunks);
-  CHECK(plan("merge_method: della\n").masked_chunks);  // mergekit: L1 rescale, keep bits
+  CHECK(plan("merge_method: della\n").masked_chunks);
+  CHECK(plan("merge_method: della\nalloy: {preset: paper}\n").masked_chunks);
 }

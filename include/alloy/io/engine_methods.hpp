@@ -702,30 +702,32 @@ inline bool della_keep_bits(const recipe& r, const planned_tensor& t) {
   return k == della_rescale::l1 || k == della_rescale::l2 || k == della_rescale::linf;
 }
 
-// Whether the recipe's method can take the masked path: its prepared masks decide an entry
-// by its value and index alone (alloy::detail::sliceable). della's do where its norm pass
-// records them as bits (della_keep_bits, per tensor: masks_slice); its row-ranked masks
-// (preset paper's 1 / p, rescale: false) and breadcrumbs' per-row masks under paper stay whole.
+// Whether the recipe's method can take the masked path: its merge, once the masks are set,
+// is element-wise (or row-wise: della's ranks without keep bits), so alloy::detail::slice_job
+// can cut it. breadcrumbs' per-row masks under paper stay whole.
 inline bool merges_masked(const recipe& r, const merge_plan& plan) {
   switch (r.method) {
     case merge_method_id::ties:
     case merge_method_id::magnitude_prune:
     case merge_method_id::dare_linear:
-    case merge_method_id::dare_ties: return plan.has_base;
+    case merge_method_id::dare_ties:
+    case merge_method_id::della:
+    case merge_method_id::della_linear: return plan.has_base;
     case merge_method_id::breadcrumbs:
     case merge_method_id::breadcrumbs_ties: return plan.has_base && r.preset != alloy::preset::paper;
-    case merge_method_id::della:
-    case merge_method_id::della_linear: {
-      const della_rescale k = della_options::preset(r.preset).rescale;
-      return plan.has_base && (k == della_rescale::l1 || k == della_rescale::l2 || k == della_rescale::linf);
-    }
     default: return false;
   }
 }
 
-// Whether tensor t of a recipe that merges_masked gets sliceable masks.
-inline bool masks_slice(const recipe& r, const planned_tensor& t) {
-  return (r.method != merge_method_id::della && r.method != merge_method_id::della_linear) || della_keep_bits(r, t);
+// The chunk length of tensor t on the masked path: parallel_chunk, or whole blocks of rows
+// (at least one) where della ranks rows in the merge (no keep bits: preset paper's 1 / p,
+// rescale: false), as slice_unit requires.
+inline std::size_t masked_chunk(const recipe& r, const planned_tensor& t) {
+  if ((r.method != merge_method_id::della && r.method != merge_method_id::della_linear) || della_keep_bits(r, t))
+    return parallel_chunk;
+  const auto rows = alloy::detail::della_rows_of(t.shape, t.elements);
+  const std::size_t block = rows.length * rows.stride;
+  return block == 0 ? parallel_chunk : block * std::max<std::size_t>(1, parallel_chunk / block);
 }
 
 // Tensor t's masks, from `in` (the base, then the merged models, each the whole tensor).
@@ -780,15 +782,12 @@ inline masked_tensor prepare_masked(const recipe& r, const merge_plan& plan, con
       break;
     }
     case merge_method_id::della:
-    case merge_method_id::della_linear: {  // masks_slice: the norm pass leaves bits
+    case merge_method_id::della_linear: {  // keep bits, or rows ranked in each chunk (masked_chunk)
       della_options o = della_options_of(r, t, ex);
       const bool ties_vote = r.method == merge_method_id::della;
       const char* method = ties_vote ? "della" : "della_linear";
       const std::vector<std::vector<std::size_t>> shapes{della_tensor_shape(method, {t.elements}, o.shape, t.elements)};
       const bool majority = della_prepare(method, one_job, shapes, weights, o, ties_vote, m.keep_bits);
-      if (!sliceable(job))  // not reached: masks_slice admits only tensors whose masks become bits
-        throw error(errc::invalid_argument, std::string(method) + ": row-ranked masks cannot be merged in chunks" +
-                                                in_tensor(t.name));
       o.exec = here;
       m.merge = [weights, o, ties_vote, majority](const sparse_job& s) {
         sum_or_vote_merge(std::span(&s, 1), weights, o, ties_vote, majority);

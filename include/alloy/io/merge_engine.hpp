@@ -45,20 +45,20 @@
 //     at its offset; the inputs are released behind the finished items in 16 MiB steps
 //     (detail::release_behind): peak = about 2 x threads x chunk x (output element size + the
 //     input element sizes) + 16 MiB per input, about 100 MB, whatever the model and tensor sizes;
-//   - ties (every preset), magnitude_prune, dare_*, breadcrumbs* (but under preset paper,
-//     whose masks are per row) and della* (where its norm pass records its keep decisions as
-//     bits: an L1/L2/Linf rescale, as mergekit's) need a whole tensor only for their masks
-//     (each model's top-k cuts, random keep or keep bits, a norm-matching factor): a tensor of
-//     more than parallel_chunk elements whose inputs are aligned gets its masks with every
-//     thread working over the whole tensor in place, then merges in chunks of parallel_chunk
-//     elements as above (detail::masked_tensor; alloy::detail::slice_job keeps the whole
-//     tensor's bits): peak = the largest tensor's inputs (mapped, read whole for the masks)
-//     plus the chunks and the top-k's sample and band entries (della: n / 8 bytes of keep
-//     bits per model), and no output buffer of a whole tensor;
+//   - ties (every preset), magnitude_prune, dare_*, della* and breadcrumbs* (but under preset
+//     paper, whose masks are per row) need a whole tensor only for their masks (each model's
+//     top-k cuts, random keep, della's keep bits where a norm rescale records them) and
+//     their norm-matching factors: a tensor of more than parallel_chunk elements whose
+//     inputs are aligned gets its masks with every thread working over the whole tensor in
+//     place, then merges in chunks of parallel_chunk elements as above, or of whole rows
+//     where della ranks rows in the merge (detail::masked_tensor, detail::masked_chunk;
+//     alloy::detail::slice_job keeps the whole tensor's bits): peak = the largest tensor's
+//     inputs (mapped, read whole for the masks) plus the chunks and the top-k's sample and
+//     band entries (della: n / 8 bytes of keep bits per model), and no output buffer of a
+//     whole tensor;
 //   - other methods that need a whole tensor (top-k thresholds, norms, row ranks, angles,
-//     linear solves: breadcrumbs* under paper, della* without a norm rescale, slerp,
-//     nuslerp, multislerp, karcher, model_stock, regmean, and the methods above for
-//     misaligned tensors) merge one tensor at a time with every thread working inside it,
+//     linear solves: breadcrumbs* under paper, slerp, nuslerp, multislerp, karcher,
+//     model_stock, regmean, and the methods above for misaligned tensors) merge one tensor at a time with every thread working inside it,
 //     into one output buffer of that tensor, written (by a second thread) while the next
 //     tensor merges into a second buffer, so no core waits on the write: peak = the largest
 //     tensor's inputs (mapped) plus two output buffers, i.e. (N + 1) x input bytes + 2 x
@@ -270,10 +270,10 @@ class merge_engine {
     };
     std::vector<item> chunked, small_whole, large_whole;
     std::vector<std::size_t> masked;  // a tensor's masks with every thread, then its chunks
-    // Their chunks: each tensor's end is a barrier before the next one's cuts, where the last
-    // chunks leave a thread idle; 2^18 against 2^20 elements: 0.84-0.92 against 0.86-0.97 s
-    // (0.57B benchmark set, alternating, docs/performance.md).
-    const std::size_t masked_chunk = parallel_chunk;
+    // Their chunks (detail::masked_chunk: parallel_chunk, or whole rows for della's ranks):
+    // each tensor's end is a barrier before the next one's cuts, where the last chunks leave a
+    // thread idle; 2^18 against 2^20 elements: 0.84-0.92 against 0.86-0.97 s (0.57B benchmark
+    // set, alternating, docs/performance.md).
     const std::size_t chunk =
         std::max<std::size_t>(parallel_chunk, o_.chunk_elements / parallel_chunk * parallel_chunk);
     for (std::size_t j = 0; j < plan_.tensors.size(); ++j) {
@@ -285,7 +285,8 @@ class merge_engine {
         if (t.elements == 0) chunked.push_back({j, 0, 0}), ++items;
       } else if (in_chunks_after_masks(t)) {
         masked.push_back(j);
-        items = (t.elements + masked_chunk - 1) / masked_chunk;
+        const std::size_t mc = detail::masked_chunk(r_, t);
+        items = (t.elements + mc - 1) / mc;
       } else {
         (t.elements <= parallel_chunk ? small_whole : large_whole).push_back({j, 0, t.elements});
         items = 1;
@@ -322,7 +323,10 @@ class merge_engine {
       std::vector<tensor_view> whole;
       for (const auto* src : t.sources) whole.push_back(src->view());
       const detail::masked_tensor m = detail::prepare_masked(r_, plan_, method_, t, whole, o_.exec);
-      const std::size_t es = dtype_size(t.out_type);
+      const std::size_t es = dtype_size(t.out_type), masked_chunk = detail::masked_chunk(r_, t);
+      if (masked_chunk % alloy::detail::slice_unit(m.job) != 0)  // not reached: masked_chunk follows della's rows
+        throw error(errc::invalid_argument, "tensor '" + t.name + "': chunks of " + std::to_string(masked_chunk) +
+                                                " elements would split the rows DELLA ranks");
       parallel_for((t.elements + masked_chunk - 1) / masked_chunk, o_.exec, [&](std::size_t k) {
         const std::size_t first = k * masked_chunk, count = std::min(masked_chunk, t.elements - first);
         auto buffers = pool.acquire();
@@ -536,8 +540,8 @@ class merge_engine {
         const std::uint64_t bits =
             detail::della_keep_bits(r_, t) ? (t.elements + 63) / 64 * 8 * (t.sources.size() - 1) : 0;
         if (in_chunks_after_masks(t)) {  // the inputs mapped whole, and chunks of parallel_chunk
-          whole_peak = std::max<std::uint64_t>(whole_peak,
-                                               t.input_bytes + bits + 2 * plan_.threads * parallel_chunk * per_element);
+          whole_peak = std::max<std::uint64_t>(
+              whole_peak, t.input_bytes + bits + 2 * plan_.threads * detail::masked_chunk(r_, t) * per_element);
         } else if (t.action == tensor_action::merge) {
           whole_peak = std::max(whole_peak, t.input_bytes + t.output_bytes + bits);
           largest_output = std::max(largest_output, t.output_bytes);
@@ -637,7 +641,7 @@ class merge_engine {
   // in chunks. Tensors of at most parallel_chunk elements stay whole, several at a time.
   bool in_chunks_after_masks(const planned_tensor& t) const {
     return t.action == tensor_action::merge && t.elements > parallel_chunk && plan_.masked_chunks &&
-           detail::masks_slice(r_, t) && std::all_of(t.sources.begin(), t.sources.end(), [](const auto* s) { return s->is_aligned(); });
+           std::all_of(t.sources.begin(), t.sources.end(), [](const auto* s) { return s->is_aligned(); });
   }
 
   // How far a chunked tensor's finished prefix moves between drops of its inputs (elements):

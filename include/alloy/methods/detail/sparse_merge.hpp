@@ -76,7 +76,7 @@ struct tv_mask {
   topk_rule keep;             // topk: kept iff keep.keeps(i, |t|); band: and not drop.keeps
   topk_rule drop;             // band: the largest entries removed (Breadcrumbs' outliers)
   float keep_probability = 1;  // random: kept iff uniform(first + i) < keep_probability
-  std::size_t first = 0;       // random: the tensor index of the job's element 0 (slice_job)
+  std::size_t first = 0;       // random, della, bits: the tensor index of the job's element 0 (slice_job)
   std::uint64_t seed = 0;      // random, della
   std::uint64_t stream = 0;    // random, della
   double scale = 1;  // multiplies every kept entry (1/density, a norm ratio)
@@ -103,17 +103,12 @@ struct sparse_job {
   std::vector<tv_mask> masks;  // one per model
 };
 
-// Whether slice_job can cut `job`: every mask but della's (whose rows a slice could split)
-// decides an entry by its value and its index alone.
-inline bool sliceable(const sparse_job& job) noexcept {
-  return std::none_of(job.masks.begin(), job.masks.end(), [](const tv_mask& m) { return m.type == tv_mask::kind::della; });
-}
-
-// Elements [first, first + count) of `job` (first + count <= its size, sliceable(job)) as a
-// job of their own writing `out` (count elements): the inputs' views advanced to `first`,
-// each rule's tie_end moved with them and random masks' draws started at `first`, so that
-// merging the slice keeps the entries the whole job keeps. Every merge step is element-wise,
-// so the slice's results are the whole job's bits at those elements.
+// Elements [first, first + count) of `job` (first + count <= its size; first, and count
+// unless the slice ends the job, multiples of slice_unit(job)) as a job of their own writing
+// `out` (count elements): the inputs' views advanced to `first`, each rule's tie_end moved
+// with them and random and della masks' draws started at `first`, so that merging the slice
+// keeps the entries the whole job keeps. Every merge step is element-wise, or row-wise for
+// della's ranks, so the slice's results are the whole job's bits at those elements.
 inline sparse_job slice_job(const sparse_job& job, std::size_t first, std::size_t count, mutable_tensor_view out) {
   auto advance = [&](tensor_view v) {
     return tensor_view{static_cast<const unsigned char*>(v.data) + first * dtype_size(v.type), count, v.type};
@@ -259,13 +254,14 @@ C kept_or_zero(bool keep, C v) noexcept {
   return std::bit_cast<C>(std::bit_cast<U>(v) & (U{0} - U{keep}));
 }
 
-// A della mask over tau = elements begin .. begin + len of the tensor, which must be whole
-// blocks of rows (begin and len multiples of ranked_block(m)). `u` is a scratch of len floats.
-// keep (optional, len bytes): also receives each entry's keep decision, 1 or 0.
+// A della mask over tau = elements begin .. begin + len of the job (m.first + begin of the
+// tensor), which must be whole blocks of rows (begin and len multiples of ranked_block(m)).
+// `u` is a scratch of len floats. keep (optional, len bytes): also receives each entry's keep
+// decision, 1 or 0.
 template <class C>
 void apply_della_mask(const tv_mask& m, C* tau, std::size_t begin, std::size_t len, float* u, rank_scratch& s,
                       std::uint8_t* keep = nullptr) {
-  kernels::fill_uniform(counter_rng(m.seed, m.stream), begin, u, len);
+  kernels::fill_uniform(counter_rng(m.seed, m.stream), m.first + begin, u, len);
   const std::size_t rows = m.row_length, stride = m.row_stride, block = ranked_block(m);
   auto factor = [&m](double p) { return static_cast<C>(m.inverse_probability ? m.scale / p : m.scale); };
   if (m.p_width == 0 || rows == 1) {  // one probability for every entry: no ranking
@@ -371,6 +367,14 @@ inline std::size_t ranked_block(const sparse_job& j) noexcept {
   for (const auto& m : j.masks)
     if (m.type == tv_mask::kind::della) return ranked_block(m);
   return 0;
+}
+
+// What slice_job's cuts must be multiples of: 1, or for a job with a della mask the block of
+// whole rows its ranks are taken in (every other mask decides an entry by its value and its
+// index alone).
+inline std::size_t slice_unit(const sparse_job& j) noexcept {
+  const std::size_t b = ranked_block(j);
+  return b == 0 ? 1 : b;
 }
 
 inline std::size_t tile_length(const sparse_job& j) noexcept {
