@@ -1,9 +1,10 @@
 // ties, magnitude_prune, dare, breadcrumbs and della through the streaming engine in chunks
 // (io/engine_methods.hpp masked_tensor): a tensor larger than a chunk gets its masks over the
-// whole tensor, then merges chunk by chunk into chunk buffers. The checkpoint equals the
-// library's call on whole tensors (whole models for ties' preset paper), bit for bit, with
-// the cut's ties ending inside a later chunk; and alloy::detail::slice_job merges any range
-// as the whole job does, random masks included.
+// whole tensor, then merges chunk by chunk into chunk buffers (chunks of whole rows where the
+// masks are per row). The checkpoint equals the library's call on whole tensors (whole models
+// for the model-wide cuts and votes of preset paper), bit for bit, with the cut's ties ending
+// inside a later chunk; and alloy::detail::slice_job merges any range as the whole job does,
+// random masks included, and whole rows of della's ranked ones.
 #include "engine_test_util.hpp"
 
 #include <alloy/methods/breadcrumbs.hpp>
@@ -13,7 +14,6 @@
 #include <alloy/methods/ties.hpp>
 
 #include <algorithm>
-#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -31,16 +31,44 @@ std::vector<spec> big_model() {
   return {{"w.bf16", dtype::bf16, {big_n}}, {"w.f32", dtype::f32, {big_n}}, {"bias", dtype::f32, {5}}};
 }
 
+// The three models' entries of a recipe (weights and densities below).
+const std::string three_models =
+    "base_model: m0\nmodels:\n"
+    "  - model: m1\n    parameters: {weight: 1.0, density: 0.3}\n"
+    "  - model: m2\n    parameters: {weight: 0.7, density: 0.55}\n"
+    "  - model: m3\n    parameters: {weight: 0.4, density: 0.7}\n";
+
 std::string recipe_for(const char* preset) {
-  return std::string("merge_method: ties\nbase_model: m0\nalloy: {preset: ") + preset +
-         "}\nmodels:\n"
-         "  - model: m1\n    parameters: {weight: 1.0, density: 0.3}\n"
-         "  - model: m2\n    parameters: {weight: 0.7, density: 0.55}\n"
-         "  - model: m3\n    parameters: {weight: 0.4, density: 0.7}\n";
+  return std::string("merge_method: ties\nalloy: {preset: ") + preset + "}\n" + three_models;
+}
+
+// `text` merged into f.out() on `threads` threads.
+void merge_on(fixture& f, const std::string& text, unsigned threads) {
+  fs::remove_all(f.out());
+  merge_options mo;
+  mo.exec = alloy::execution{threads};
+  merge_to_folder(f.parse(text), f.out(), mo);
 }
 
 const std::vector<double> weights{1.0, 0.7, 0.4};
 const std::vector<double> densities{0.3, 0.55, 0.7};
+
+// job's output merged slice by slice, [bounds[k], bounds[k + 1]) each (sorted; empty
+// slices skipped) through alloy::detail::slice_job, by merge(slice); its bytes.
+template <class Merge>
+std::string merged_in_slices(const alloy::detail::sparse_job& job, const std::vector<std::size_t>& bounds,
+                             const Merge& merge) {
+  const dtype t = job.out.type;
+  const std::size_t es = alloy::dtype_size(t);
+  std::vector<unsigned char> out(job.out.size * es, 0xff);
+  for (std::size_t k = 0; k + 1 < bounds.size(); ++k) {
+    const std::size_t first = bounds[k], count = bounds[k + 1] - first;
+    if (count == 0) continue;
+    const alloy::mutable_tensor_view part{out.data() + first * es, count, t};
+    merge(alloy::detail::slice_job(job, first, count, part));
+  }
+  return bytes_of(out.data(), out.size());
+}
 
 }  // namespace
 
@@ -114,34 +142,20 @@ TEST_CASE("slice_job: any range of a masked job merges to the whole job's bits",
       }
     bounds.push_back(big_n);
     std::sort(bounds.begin(), bounds.end());
-    auto sliced = out.add("sliced", t, {big_n});
-    std::memset(sliced.data, 0xff, sliced.bytes());
-    const std::size_t es = alloy::dtype_size(t);
-    for (std::size_t b = 0; b + 1 < bounds.size(); ++b) {
-      const std::size_t first = bounds[b], count = bounds[b + 1] - first;
-      if (count == 0) continue;
-      const alloy::mutable_tensor_view part{static_cast<unsigned char*>(sliced.data) + first * es, count, t};
-      const auto s = alloy::detail::slice_job(job, first, count, part);
+    const auto sliced = merged_in_slices(job, bounds, [&](const alloy::detail::sparse_job& s) {
       alloy::detail::ties_merge(std::span(&s, 1), w, o, majority);
-    }
-    CHECK(bytes_of(sliced.data, sliced.bytes()) == bytes_of(whole.data, whole.bytes()));
+    });
+    CHECK(sliced == bytes_of(whole.data, whole.bytes()));
   }
 }
 
 TEST_CASE("magnitude_prune, dare and breadcrumbs merged in chunks equal the library on the whole tensor", "[io][engine]") {
   fixture f(4, big_model());
-  const std::string models =
-      "base_model: m0\nalloy: {seed: 11}\nmodels:\n"
-      "  - model: m1\n    parameters: {weight: 1.0, density: 0.3}\n"
-      "  - model: m2\n    parameters: {weight: 0.7, density: 0.55}\n"
-      "  - model: m3\n    parameters: {weight: 0.4, density: 0.7}\n";
+  const std::string models = "alloy: {seed: 11}\n" + three_models;
   auto base = [&](const std::string& name) { return f.models[0].at(name).view(); };
   auto merge = [&](const std::string& text) {
-    fs::remove_all(f.out());
-    merge_options mo;
-    mo.exec = alloy::execution{2};
-    CHECK(merge_engine(f.parse(text), mo).plan().masked_chunks);  // the path under test
-    merge_to_folder(f.parse(text), f.out(), mo);
+    CHECK(merge_engine(f.parse(text)).plan().masked_chunks);  // the path under test
+    merge_on(f, text, 2);
   };
   SECTION("magnitude_prune with rescale (a norm over the whole tensor)") {
     merge("merge_method: magnitude_prune\nparameters: {rescale: true}\n" + models);
@@ -199,16 +213,10 @@ TEST_CASE("slice_job: a random mask's draws continue at the slice's start", "[io
   alloy::detail::sparse_job job{"w.bf16", b, m, {nullptr, big_n, dtype::bf16}, {}};
   alloy::detail::dare_prepare("dare_ties", std::span(&job, 1), w, o);
   REQUIRE(alloy::detail::slice_unit(job) == 1);
-  auto sliced = out.add("sliced", dtype::bf16, {big_n});
-  std::memset(sliced.data, 0xff, sliced.bytes());
-  const std::size_t bounds[] = {0, 3, 4099, 300001, big_n};
-  for (std::size_t k = 0; k + 1 < std::size(bounds); ++k) {
-    const std::size_t first = bounds[k], count = bounds[k + 1] - first;
-    const alloy::mutable_tensor_view part{static_cast<unsigned char*>(sliced.data) + first * 2, count, dtype::bf16};
-    const auto s = alloy::detail::slice_job(job, first, count, part);
+  const auto sliced = merged_in_slices(job, {0, 3, 4099, 300001, big_n}, [&](const alloy::detail::sparse_job& s) {
     alloy::detail::sum_or_vote_merge(std::span(&s, 1), w, o, true, false);
-  }
-  CHECK(bytes_of(sliced.data, sliced.bytes()) == bytes_of(whole.data, whole.bytes()));
+  });
+  CHECK(sliced == bytes_of(whole.data, whole.bytes()));
 }
 
 // della on the masked path: with mergekit's L1 rescale its norm pass records the keep
@@ -219,11 +227,6 @@ TEST_CASE("slice_job: a random mask's draws continue at the slice's start", "[io
 // on the whole tensor.
 TEST_CASE("della merged in chunks equals the library on the whole tensor, bits or rows", "[io][engine][della]") {
   fixture f(4, {{"w.rows", dtype::bf16, {387, 2049}}, {"w.f32", dtype::f32, {big_n}}, {"bias", dtype::f32, {5}}});
-  const std::string models =
-      "base_model: m0\nmodels:\n"
-      "  - model: m1\n    parameters: {weight: 1.0, density: 0.3}\n"
-      "  - model: m2\n    parameters: {weight: 0.7, density: 0.55}\n"
-      "  - model: m3\n    parameters: {weight: 0.4, density: 0.7}\n";
   struct variant {
     const char* tail;
     alloy::preset preset;
@@ -238,7 +241,7 @@ TEST_CASE("della merged in chunks equals the library on the whole tensor, bits o
   for (const variant& v : variants)
     for (const bool ties_vote : {false, true}) {
       const std::string text =
-          std::string("merge_method: ") + (ties_vote ? "della" : "della_linear") + "\n" + models + v.tail;
+          std::string("merge_method: ") + (ties_vote ? "della" : "della_linear") + "\n" + three_models + v.tail;
       {
         const merge_engine e(f.parse(text));
         CHECK(e.plan().masked_chunks);
@@ -249,10 +252,7 @@ TEST_CASE("della merged in chunks equals the library on the whole tensor, bits o
       }
       for (const unsigned threads : {1u, 2u}) {
         INFO(text << "threads " << threads);
-        fs::remove_all(f.out());
-        merge_options mo;
-        mo.exec = alloy::execution{threads};
-        merge_to_folder(f.parse(text), f.out(), mo);
+        merge_on(f, text, threads);
         check_merged(f.out(), f.models[0], {}, [&](const std::string& name, alloy::mutable_tensor_view out) {
           alloy::della_options o = alloy::della_options::preset(v.preset);
           o.densities = densities;
@@ -293,19 +293,43 @@ TEST_CASE("slice_job: della's row-ranked masks cut at whole rows", "[io][engine]
   const bool majority = alloy::detail::della_prepare("della", std::span(&job, 1), {{40, 1000}}, w, o, true, bits);
   REQUIRE(bits.empty());  // 1 / p: no norm pass, no bits
   REQUIRE(alloy::detail::slice_unit(job) == 1000);
-  auto sliced = out.add("sliced", dtype::bf16, {40, 1000});
-  std::memset(sliced.data, 0xff, sliced.bytes());
-  const std::size_t bounds[] = {0, 1000, 4000, 27000, 40000};
-  for (std::size_t k = 0; k + 1 < std::size(bounds); ++k) {
-    const std::size_t first = bounds[k], count = bounds[k + 1] - first;
-    const alloy::mutable_tensor_view part{static_cast<unsigned char*>(sliced.data) + first * 2, count, dtype::bf16};
-    const auto s = alloy::detail::slice_job(job, first, count, part);
+  const auto sliced = merged_in_slices(job, {0, 1000, 4000, 27000, 40000}, [&](const alloy::detail::sparse_job& s) {
     alloy::detail::sum_or_vote_merge(std::span(&s, 1), w, o, true, majority);
-  }
-  CHECK(bytes_of(sliced.data, sliced.bytes()) == bytes_of(whole.data, whole.bytes()));
+  });
+  CHECK(sliced == bytes_of(whole.data, whole.bytes()));
 }
 
-TEST_CASE("breadcrumbs' per-row masks under paper stay whole, linear methods chunk anyway", "[io][engine]") {
+// breadcrumbs under preset paper: masks, norms and the merge are per row of the last
+// dimension, so each chunk of whole rows (127 rows of 2049; the 1-D tensor is one row, one
+// chunk) is merged as a tensor of its own; breadcrumbs_ties' zero vote is the model-wide one
+// of the planning pass. The checkpoint equals the library's model-level call.
+TEST_CASE("breadcrumbs under paper merged in chunks of whole rows equals the library", "[io][engine][breadcrumbs]") {
+  fixture f(4, {{"w.rows", dtype::bf16, {387, 2049}}, {"w.f32", dtype::f32, {big_n}}, {"bias", dtype::f32, {5}}});
+  for (const bool ties_vote : {false, true}) {
+    const std::string text = std::string("merge_method: ") + (ties_vote ? "breadcrumbs_ties" : "breadcrumbs") +
+                             "\nalloy: {preset: paper}\nparameters: {gamma: 0.05}\n" + three_models;
+    {
+      const merge_engine e(f.parse(text));
+      CHECK(e.plan().masked_chunks);
+      for (const auto& t : e.plan().tensors)
+        if (t.name != "bias")
+          CHECK(alloy::io::detail::masked_chunk(e.source_recipe(), t) ==
+                (t.name == "w.rows" ? std::size_t{127 * 2049} : big_n));
+    }
+    alloy::breadcrumbs_options o = alloy::breadcrumbs_options::preset(alloy::preset::paper);
+    o.densities = densities;
+    o.gamma = 0.05;
+    const tensor_set want = ties_vote ? alloy::breadcrumbs_ties(f.models[0], {f.models[1], f.models[2], f.models[3]}, weights, o)
+                                      : alloy::breadcrumbs(f.models[0], {f.models[1], f.models[2], f.models[3]}, weights, o);
+    for (const unsigned threads : {1u, 2u}) {
+      INFO(text << "threads " << threads);
+      merge_on(f, text, threads);
+      check_merged_equals(f.out(), f.models[0], want);
+    }
+  }
+}
+
+TEST_CASE("every sparsifying method with a base takes the masked path, linear methods chunk without masks", "[io][engine]") {
   fixture f(3, big_model());
   const std::string models =
       "base_model: m0\nmodels:\n"
@@ -313,16 +337,17 @@ TEST_CASE("breadcrumbs' per-row masks under paper stay whole, linear methods chu
       "  - model: m2\n    parameters: {weight: 0.7, density: 0.55}\n";
   auto plan = [&](const std::string& head) { return merge_engine(f.parse(head + models)).plan(); };
   for (const char* head :
-       {"merge_method: breadcrumbs\nalloy: {preset: paper}\n", "merge_method: breadcrumbs_ties\nalloy: {preset: paper}\n"}) {
+       {"merge_method: breadcrumbs\n", "merge_method: breadcrumbs\nalloy: {preset: paper}\n",
+        "merge_method: breadcrumbs_ties\nalloy: {preset: paper}\n", "merge_method: della\n",
+        "merge_method: della\nalloy: {preset: paper}\n", "merge_method: ties\n", "merge_method: dare_linear\n"}) {
     INFO(head);
     const auto p = plan(head);
     CHECK(p.whole_tensors);
-    CHECK_FALSE(p.masked_chunks);
+    CHECK(p.masked_chunks);
   }
   const auto p = plan("merge_method: task_arithmetic\n");
   CHECK_FALSE(p.whole_tensors);
   CHECK_FALSE(p.masked_chunks);
-  CHECK(plan("merge_method: breadcrumbs\n").masked_chunks);
-  CHECK(plan("merge_method: della\n").masked_chunks);
-  CHECK(plan("merge_method: della\nalloy: {preset: paper}\n").masked_chunks);
+  const std::string slerp = "merge_method: slerp\nbase_model: m0\nparameters: {t: 0.5}\nmodels:\n  - model: m1\n";
+  CHECK_FALSE(merge_engine(f.parse(slerp)).plan().masked_chunks);
 }

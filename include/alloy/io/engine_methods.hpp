@@ -691,6 +691,7 @@ struct masked_tensor {
   alloy::detail::sparse_job job;                                // the whole tensor: views, masks set
   std::function<void(const alloy::detail::sparse_job&)> merge;  // one slice, on the calling thread
   std::vector<std::vector<std::uint64_t>> keep_bits;            // della's keep decisions, read by job.masks
+  std::size_t unit = 1;                                         // the rows a slice must not split
 };
 
 // Whether della keeps tensor t's keep decisions as bits (n / 8 bytes per model): its rescale
@@ -703,31 +704,43 @@ inline bool della_keep_bits(const recipe& r, const planned_tensor& t) {
 }
 
 // Whether the recipe's method can take the masked path: its merge, once the masks are set,
-// is element-wise (or row-wise: della's ranks without keep bits), so alloy::detail::slice_job
-// can cut it. breadcrumbs' per-row masks under paper stay whole.
+// is element-wise, or row-wise (della's ranks without keep bits, breadcrumbs' per-row masks
+// under preset paper), so that chunks of whole rows (alloy::detail::slice_job) merge as the
+// whole tensor does.
 inline bool merges_masked(const recipe& r, const merge_plan& plan) {
   switch (r.method) {
     case merge_method_id::ties:
     case merge_method_id::magnitude_prune:
     case merge_method_id::dare_linear:
     case merge_method_id::dare_ties:
+    case merge_method_id::breadcrumbs:
+    case merge_method_id::breadcrumbs_ties:
     case merge_method_id::della:
     case merge_method_id::della_linear: return plan.has_base;
-    case merge_method_id::breadcrumbs:
-    case merge_method_id::breadcrumbs_ties: return plan.has_base && r.preset != alloy::preset::paper;
     default: return false;
   }
 }
 
-// The chunk length of tensor t on the masked path: parallel_chunk, or whole blocks of rows
-// (at least one) where della ranks rows in the merge (no keep bits: preset paper's 1 / p,
-// rescale: false), as slice_unit requires.
+// The rows (elements) a chunk of tensor t on the masked path must not split, 1 for none:
+// della's ranked rows where it has no keep bits (preset paper's 1 / p, rescale: false), and
+// breadcrumbs' rows of the last dimension under preset paper.
+inline std::size_t masked_unit(const recipe& r, const planned_tensor& t) {
+  std::size_t unit = 1;
+  if ((r.method == merge_method_id::della || r.method == merge_method_id::della_linear) && !della_keep_bits(r, t)) {
+    const auto rows = alloy::detail::della_rows_of(t.shape, t.elements);
+    unit = rows.length * rows.stride;
+  } else if ((r.method == merge_method_id::breadcrumbs || r.method == merge_method_id::breadcrumbs_ties) &&
+             breadcrumbs_options::preset(r.preset).scope == breadcrumbs_scope::per_row) {
+    unit = t.shape.empty() ? t.elements : t.shape.back();
+  }
+  return std::max<std::size_t>(1, unit);
+}
+
+// The chunk length of tensor t on the masked path: parallel_chunk elements, rounded down to
+// whole rows (masked_unit; at least one row).
 inline std::size_t masked_chunk(const recipe& r, const planned_tensor& t) {
-  if ((r.method != merge_method_id::della && r.method != merge_method_id::della_linear) || della_keep_bits(r, t))
-    return parallel_chunk;
-  const auto rows = alloy::detail::della_rows_of(t.shape, t.elements);
-  const std::size_t block = rows.length * rows.stride;
-  return block == 0 ? parallel_chunk : block * std::max<std::size_t>(1, parallel_chunk / block);
+  const std::size_t unit = masked_unit(r, t);
+  return unit * std::max<std::size_t>(1, parallel_chunk / unit);
 }
 
 // Tensor t's masks, from `in` (the base, then the merged models, each the whole tensor).
@@ -766,11 +779,21 @@ inline masked_tensor prepare_masked(const recipe& r, const merge_plan& plan, con
       break;
     }
     case merge_method_id::breadcrumbs:
-    case merge_method_id::breadcrumbs_ties: {  // per-tensor scope (merges_masked)
+    case merge_method_id::breadcrumbs_ties: {
       breadcrumbs_options o = breadcrumbs_options_of(r, t, ex);
-      if (st.model_zero) o.zero = *st.model_zero;
+      if (st.model_zero) o.zero = *st.model_zero;  // a model-wide vote is resolved: no per-slice one
       const bool ties_vote = r.method == merge_method_id::breadcrumbs_ties;
-      const auto p = check_breadcrumbs(ties_vote ? "breadcrumbs_ties" : "breadcrumbs", n, weights, o);
+      const char* method = ties_vote ? "breadcrumbs_ties" : "breadcrumbs";
+      const auto p = check_breadcrumbs(method, n, weights, o);
+      if (o.scope == breadcrumbs_scope::per_row) {  // a row's masks, norms and merge are its own
+        m.unit = tensor_row_length(method, o, t.elements);
+        o.exec = here;
+        m.merge = [weights, o, ties_vote, method, row = m.unit](const sparse_job& s) {
+          sparse_job rows = s;
+          breadcrumbs_jobs(method, std::span(&rows, 1), std::span(&row, 1), weights, o, ties_vote);
+        };
+        break;
+      }
       prepare_breadcrumbs(one_job, {}, p, o);
       const ties_options vote = vote_options_of(o);
       const bool majority = ties_vote && vote.zero == zero_vote::model_majority &&
@@ -788,6 +811,7 @@ inline masked_tensor prepare_masked(const recipe& r, const merge_plan& plan, con
       const char* method = ties_vote ? "della" : "della_linear";
       const std::vector<std::vector<std::size_t>> shapes{della_tensor_shape(method, {t.elements}, o.shape, t.elements)};
       const bool majority = della_prepare(method, one_job, shapes, weights, o, ties_vote, m.keep_bits);
+      m.unit = slice_unit(job);
       o.exec = here;
       m.merge = [weights, o, ties_vote, majority](const sparse_job& s) {
         sum_or_vote_merge(std::span(&s, 1), weights, o, ties_vote, majority);

@@ -45,20 +45,21 @@
 //     at its offset; the inputs are released behind the finished items in 16 MiB steps
 //     (detail::release_behind): peak = about 2 x threads x chunk x (output element size + the
 //     input element sizes) + 16 MiB per input, about 100 MB, whatever the model and tensor sizes;
-//   - ties (every preset), magnitude_prune, dare_*, della* and breadcrumbs* (but under preset
-//     paper, whose masks are per row) need a whole tensor only for their masks (each model's
-//     top-k cuts, random keep, della's keep bits where a norm rescale records them) and
-//     their norm-matching factors: a tensor of more than parallel_chunk elements whose
-//     inputs are aligned gets its masks with every thread working over the whole tensor in
-//     place, then merges in chunks of parallel_chunk elements as above, or of whole rows
-//     where della ranks rows in the merge (detail::masked_tensor, detail::masked_chunk;
-//     alloy::detail::slice_job keeps the whole tensor's bits): peak = the largest tensor's
+//   - ties (every preset), magnitude_prune, dare_*, della* and breadcrumbs* need a whole
+//     tensor only for their masks (each model's top-k cuts, random keep, della's keep bits
+//     where a norm rescale records them) and their norm-matching factors: a tensor of more
+//     than parallel_chunk elements whose inputs are aligned gets its masks with every thread
+//     working over the whole tensor in place, then merges in chunks of parallel_chunk
+//     elements as above, or of whole rows where the masks are per row (della's ranks without
+//     keep bits, breadcrumbs under preset paper: each chunk computes its rows' masks)
+//     (detail::masked_tensor, detail::masked_chunk; alloy::detail::slice_job keeps the whole
+//     tensor's bits): peak = the largest tensor's
 //     inputs (mapped, read whole for the masks) plus the chunks and the top-k's sample and
 //     band entries (della: n / 8 bytes of keep bits per model), and no output buffer of a
 //     whole tensor;
 //   - other methods that need a whole tensor (top-k thresholds, norms, row ranks, angles,
-//     linear solves: breadcrumbs* under paper, slerp, nuslerp, multislerp, karcher,
-//     model_stock, regmean, and the methods above for misaligned tensors) merge one tensor at a time with every thread working inside it,
+//     linear solves: slerp, nuslerp, multislerp, karcher, model_stock, regmean, and the
+//     methods above for misaligned tensors) merge one tensor at a time with every thread working inside it,
 //     into one output buffer of that tensor, written (by a second thread) while the next
 //     tensor merges into a second buffer, so no core waits on the write: peak = the largest
 //     tensor's inputs (mapped) plus two output buffers, i.e. (N + 1) x input bytes + 2 x
@@ -270,7 +271,7 @@ class merge_engine {
     };
     std::vector<item> chunked, small_whole, large_whole;
     std::vector<std::size_t> masked;  // a tensor's masks with every thread, then its chunks
-    // Their chunks (detail::masked_chunk: parallel_chunk, or whole rows for della's ranks):
+    // Their chunks (detail::masked_chunk: parallel_chunk, or whole rows for row-wise masks):
     // each tensor's end is a barrier before the next one's cuts, where the last chunks leave a
     // thread idle; 2^18 against 2^20 elements: 0.84-0.92 against 0.86-0.97 s (0.57B benchmark
     // set, alternating, docs/performance.md).
@@ -324,9 +325,9 @@ class merge_engine {
       for (const auto* src : t.sources) whole.push_back(src->view());
       const detail::masked_tensor m = detail::prepare_masked(r_, plan_, method_, t, whole, o_.exec);
       const std::size_t es = dtype_size(t.out_type), masked_chunk = detail::masked_chunk(r_, t);
-      if (masked_chunk % alloy::detail::slice_unit(m.job) != 0)  // not reached: masked_chunk follows della's rows
+      if (masked_chunk % m.unit != 0)  // not reached: masked_chunk follows the same rows
         throw error(errc::invalid_argument, "tensor '" + t.name + "': chunks of " + std::to_string(masked_chunk) +
-                                                " elements would split the rows DELLA ranks");
+                                                " elements would split its rows of " + std::to_string(m.unit));
       parallel_for((t.elements + masked_chunk - 1) / masked_chunk, o_.exec, [&](std::size_t k) {
         const std::size_t first = k * masked_chunk, count = std::min(masked_chunk, t.elements - first);
         auto buffers = pool.acquire();
