@@ -1,7 +1,7 @@
-// ties, magnitude_prune, dare, breadcrumbs and della through the streaming engine in chunks
-// (io/engine_methods.hpp masked_tensor): a tensor larger than a chunk gets its masks over the
-// whole tensor, then merges chunk by chunk into chunk buffers (chunks of whole rows where the
-// masks are per row). The checkpoint equals the library's call on whole tensors (whole models
+// ties, magnitude_prune, dare, breadcrumbs, della and slerp through the streaming engine in
+// chunks (io/engine_methods.hpp masked_tensor): a tensor larger than a chunk gets its masks
+// (slerp: its angle) over the whole tensor, then merges chunk by chunk into chunk buffers
+// (chunks of whole rows where the masks are per row). The checkpoint equals the library's call on whole tensors (whole models
 // for the model-wide cuts and votes of preset paper), bit for bit, with the cut's ties ending
 // inside a later chunk; and alloy::detail::slice_job merges any range as the whole job does,
 // random masks included, and whole rows of della's ranked ones.
@@ -11,6 +11,7 @@
 #include <alloy/methods/dare.hpp>
 #include <alloy/methods/della.hpp>
 #include <alloy/methods/magnitude_prune.hpp>
+#include <alloy/methods/slerp.hpp>
 #include <alloy/methods/ties.hpp>
 
 #include <algorithm>
@@ -329,7 +330,31 @@ TEST_CASE("breadcrumbs under paper merged in chunks of whole rows equals the lib
   }
 }
 
-TEST_CASE("every sparsifying method with a base takes the masked path, linear methods chunk without masks", "[io][engine]") {
+// slerp's angle needs the whole tensor, its interpolation a v0 + b v1 does not: the engine
+// computes (a, b) over the whole tensor, then merges it in chunks. A per-layer t (a gradient
+// over the layers) and a t of 0 and 1; the checkpoint equals the library per tensor.
+TEST_CASE("slerp merged in chunks after its angle equals the library on the whole tensor", "[io][engine][slerp]") {
+  fixture f(2, {{"model.layers.0.w", dtype::bf16, {387, 2049}}, {"model.layers.1.w", dtype::f32, {big_n}},
+                {"model.layers.1.bias", dtype::f32, {5}}});
+  for (const char* t : {"[0.2, 0.7]", "0", "1"}) {
+    const std::string text =
+        std::string("merge_method: slerp\nbase_model: m0\nmodels:\n  - model: m1\nparameters: {t: ") + t + "}\n";
+    CHECK(merge_engine(f.parse(text)).plan().masked_chunks);
+    for (const unsigned threads : {1u, 2u}) {
+      INFO(text << "threads " << threads);
+      merge_on(f, text, threads);
+      const merge_engine e(f.parse(text));
+      check_merged(f.out(), f.models[0], {}, [&](const std::string& name, alloy::mutable_tensor_view out) {
+        double tv = 0;
+        for (const auto& pt : e.plan().tensors)
+          if (pt.name == name) tv = *pt.parameters.slerp_t;
+        alloy::slerp(f.models[0].at(name).view(), f.models[1].at(name).view(), tv, out);
+      });
+    }
+  }
+}
+
+TEST_CASE("sparsifying methods with a base and slerp take the masked path, linear methods chunk without it", "[io][engine]") {
   fixture f(3, big_model());
   const std::string models =
       "base_model: m0\nmodels:\n"
@@ -348,6 +373,6 @@ TEST_CASE("every sparsifying method with a base takes the masked path, linear me
   const auto p = plan("merge_method: task_arithmetic\n");
   CHECK_FALSE(p.whole_tensors);
   CHECK_FALSE(p.masked_chunks);
-  const std::string slerp = "merge_method: slerp\nbase_model: m0\nparameters: {t: 0.5}\nmodels:\n  - model: m1\n";
-  CHECK_FALSE(merge_engine(f.parse(slerp)).plan().masked_chunks);
+  const std::string stock = "merge_method: model_stock\nbase_model: m0\nmodels:\n  - model: m1\n  - model: m2\n";
+  CHECK_FALSE(merge_engine(f.parse(stock)).plan().masked_chunks);
 }

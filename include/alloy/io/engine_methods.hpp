@@ -717,6 +717,7 @@ inline bool merges_masked(const recipe& r, const merge_plan& plan) {
     case merge_method_id::breadcrumbs_ties:
     case merge_method_id::della:
     case merge_method_id::della_linear: return plan.has_base;
+    case merge_method_id::slerp: return true;  // the angle over the whole tensor, then a v0 + b v1
     default: return false;
   }
 }
@@ -815,6 +816,18 @@ inline masked_tensor prepare_masked(const recipe& r, const merge_plan& plan, con
       o.exec = here;
       m.merge = [weights, o, ties_vote, majority](const sparse_job& s) {
         sum_or_vote_merge(std::span(&s, 1), weights, o, ties_vote, majority);
+      };
+      break;
+    }
+    case merge_method_id::slerp: {  // job.base is v0, job.models[0] v1; no masks
+      const double slerp_t = *t.parameters.slerp_t;
+      check_slerp_t("slerp", t.name, slerp_t);
+      const geometric_job whole{t.name, {job.base, job.models.at(0)}, job.out, {}};
+      const coefficient_table ab = slerp_tables(std::span(&whole, 1), std::span(&slerp_t, 1), ex).at(0);
+      m.merge = [ab](const sparse_job& s) {
+        const geometric_job part{s.name, {s.base, s.models[0]}, s.out, {}};
+        run_combination<kernels::combine_mode::sum>(std::span(&part, 1), std::span(&ab, 1), whole_layouts(std::span(&part, 1)),
+                                                    2, execution{1});
       };
       break;
     }

@@ -73,7 +73,7 @@ struct merge_plan {
   bool whole_tensors = false;         // the method merges whole tensors (else chunks)
   bool masked_chunks = false;         // a large tensor's masks over it whole, then chunks
                                       // (ties, magnitude_prune, dare_*, breadcrumbs*,
-                                      // della*)
+                                      // della*, slerp)
   std::uint64_t memory_estimate = 0;  // peak bytes of buffers and mapped pages in flight
   double read_passes = 1;             // how many times the method reads its inputs (for time estimates)
   std::vector<std::string> warnings;

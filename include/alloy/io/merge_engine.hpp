@@ -45,9 +45,10 @@
 //     at its offset; the inputs are released behind the finished items in 16 MiB steps
 //     (detail::release_behind): peak = about 2 x threads x chunk x (output element size + the
 //     input element sizes) + 16 MiB per input, about 100 MB, whatever the model and tensor sizes;
-//   - ties (every preset), magnitude_prune, dare_*, della* and breadcrumbs* need a whole
-//     tensor only for their masks (each model's top-k cuts, random keep, della's keep bits
-//     where a norm rescale records them) and their norm-matching factors: a tensor of more
+//   - ties (every preset), magnitude_prune, dare_*, della*, breadcrumbs* and slerp need a
+//     whole tensor only for their masks (each model's top-k cuts, random keep, della's keep
+//     bits where a norm rescale records them), their norm-matching factors or slerp's angle
+//     (its two coefficients, detail::slerp_tables): a tensor of more
 //     than parallel_chunk elements whose inputs are aligned gets its masks with every thread
 //     working over the whole tensor in place, then merges in chunks of parallel_chunk
 //     elements as above, or of whole rows where the masks are per row (della's ranks without
@@ -58,8 +59,8 @@
 //     band entries (della: n / 8 bytes of keep bits per model), and no output buffer of a
 //     whole tensor;
 //   - other methods that need a whole tensor (top-k thresholds, norms, row ranks, angles,
-//     linear solves: slerp, nuslerp, multislerp, karcher, model_stock, regmean, and the
-//     methods above for misaligned tensors) merge one tensor at a time with every thread working inside it,
+//     linear solves: nuslerp, multislerp, karcher, model_stock, regmean, and the methods
+//     above for misaligned tensors) merge one tensor at a time with every thread working inside it,
 //     into one output buffer of that tensor, written (by a second thread) while the next
 //     tensor merges into a second buffer, so no core waits on the write: peak = the largest
 //     tensor's inputs (mapped) plus two output buffers, i.e. (N + 1) x input bytes + 2 x

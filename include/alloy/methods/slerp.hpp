@@ -11,7 +11,8 @@
 //
 // Paper: Shoemake, "Animating rotation with quaternion curves", SIGGRAPH 1985; for model
 // merging as in mergekit (after a gist by dvschultz). Complexity: two streaming passes: one
-// reduction (v0 . v1, |v0|^2, |v1|^2; kernels/reduce.hpp), one element-wise pass; O(n).
+// reduction (v0 . v1, |v0|^2, |v1|^2; kernels/reduce.hpp: detail::slerp_tables), one
+// element-wise pass; O(n).
 // Memory: no full-size temporary. Precision: the reduction accumulates float partials of 16
 // products per lane into double (float32 pairwise-summation accuracy); the angle and the two
 // coefficients are computed in double and rounded once to the compute type (float, double
@@ -81,8 +82,10 @@ inline void slerp_coefficients(double t, const double* g, double* ab) {
   ab[1] = std::sin(theta_t) / sin0;
 }
 
-// Two passes over validated jobs, each with inputs {v0, v1}.
-inline void slerp_jobs(std::span<const geometric_job> jobs, std::span<const double> ts, const execution& ex) {
+// The first pass over validated jobs, each with inputs {v0, v1}: the reduction, its checks
+// and each job's (a, b), one coefficient row for the whole tensor.
+inline std::vector<coefficient_table> slerp_tables(std::span<const geometric_job> jobs, std::span<const double> ts,
+                                                   const execution& ex) {
   const char* method = "slerp";
   const auto gj = gram_jobs(jobs, false, [](const geometric_job& j) { return whole(j.out.size); });
   const auto g = gram(gj, ex);
@@ -95,7 +98,13 @@ inline void slerp_jobs(std::span<const geometric_job> jobs, std::span<const doub
     slerp_coefficients(ts[j], g[j].data(), c.at(0));
     c.finish();
   }
-  run_combination<kernels::combine_mode::sum>(jobs, tables, whole_layouts(jobs), 2, ex);
+  return tables;
+}
+
+// Both passes; the second, out = a v0 + b v1, is element-wise, so the streaming engine runs
+// it in chunks of a tensor after slerp_tables.
+inline void slerp_jobs(std::span<const geometric_job> jobs, std::span<const double> ts, const execution& ex) {
+  run_combination<kernels::combine_mode::sum>(jobs, slerp_tables(jobs, ts, ex), whole_layouts(jobs), 2, ex);
 }
 
 template <class TOf>
