@@ -48,21 +48,20 @@
 //   - ties (every preset), magnitude_prune, dare_*, della*, breadcrumbs* and slerp need a
 //     whole tensor only for their masks (each model's top-k cuts, random keep, della's keep
 //     bits where a norm rescale records them), their norm-matching factors or slerp's angle
-//     (its two coefficients, detail::slerp_tables): a tensor of more
-//     than parallel_chunk elements whose inputs are aligned gets its masks with every thread
-//     working over the whole tensor in place, then merges in chunks of parallel_chunk
-//     elements as above, or of whole rows where the masks are per row (della's ranks without
-//     keep bits, breadcrumbs under preset paper: each chunk computes its rows' masks)
+//     (its two coefficients, detail::slerp_tables): a tensor of more than parallel_chunk
+//     elements whose inputs are aligned gets its masks with every thread working over the
+//     whole tensor in place, then merges in chunks of parallel_chunk elements as above, or
+//     of whole rows where the masks are per row (della's ranks without keep bits,
+//     breadcrumbs under preset paper: each chunk computes its rows' masks)
 //     (detail::masked_tensor, detail::masked_chunk; alloy::detail::slice_job keeps the whole
-//     tensor's bits): peak = the largest tensor's
-//     inputs (mapped, read whole for the masks) plus the chunks and the top-k's sample and
-//     band entries (della: n / 8 bytes of keep bits per model), and no output buffer of a
-//     whole tensor;
-//   - other methods that need a whole tensor (top-k thresholds, norms, row ranks, angles,
-//     linear solves: nuslerp, multislerp, karcher, model_stock, regmean, and the methods
-//     above for misaligned tensors) merge one tensor at a time with every thread working inside it,
-//     into one output buffer of that tensor, written (by a second thread) while the next
-//     tensor merges into a second buffer, so no core waits on the write: peak = the largest
+//     tensor's bits): peak = the largest tensor's inputs (mapped, read whole for the masks)
+//     plus the chunks and the top-k's sample and band entries (della: n / 8 bytes of keep
+//     bits per model), and no output buffer of a whole tensor;
+//   - other methods that need a whole tensor (norms, angles, linear solves: nuslerp,
+//     multislerp, karcher, model_stock, regmean, and the methods above for misaligned
+//     tensors) merge one tensor at a time with every thread working inside it, into one
+//     output buffer of that tensor, written (by a second thread) while the next tensor
+//     merges into a second buffer, so no core waits on the write: peak = the largest
 //     tensor's inputs (mapped) plus two output buffers, i.e. (N + 1) x input bytes + 2 x
 //     output bytes of the largest tensor, independent of the number of tensors (regmean:
 //     plus the layer's Grams and the solver's scratch, two [in, in] and up to five [out, in]

@@ -231,9 +231,9 @@ inline void build_della_masks(std::string_view method, std::span<sparse_job> job
 
 
 // della's whole-tensor part: the checks, every job's masks (and, with an L1/L2/Linf rescale,
-// its norm pass, which leaves the keep decisions in keep_bits: the masks become kind::bits
-// and sliceable), then the sign a zero vote takes. The rest is sum_or_vote_merge, which the
-// streaming engine runs in chunks (slice_job) when the masks are sliceable.
+// its norm pass, which leaves the keep decisions in keep_bits: the masks become kind::bits),
+// then the sign a zero vote takes. The rest is sum_or_vote_merge, which the streaming engine
+// runs in chunks (slice_job: any chunk with bits, whole rows where the masks still rank).
 inline bool della_prepare(const char* method, std::span<sparse_job> jobs,
                           const std::vector<std::vector<std::size_t>>& shapes, const std::vector<double>& weights,
                           const della_options& o, bool ties_vote, std::vector<std::vector<std::uint64_t>>& keep_bits) {
